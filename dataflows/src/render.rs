@@ -1,0 +1,138 @@
+//! Output rows: each view's typed (key, value) rendered as the JSON objects DESIGN.md §4
+//! names. Rendering happens on the worker that owns the key, so the single output worker
+//! only consolidates and prints.
+
+use crate::model::{ItemId, Score, ScrollDepth, UserId};
+use crate::sessions::{SessionAggregate, SessionKey};
+use serde::{Deserialize, Serialize, Serializer};
+use std::fmt;
+use std::str::FromStr;
+
+/// The views the engine can maintain, in output order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ViewName {
+    Sessions,
+    Scores,
+}
+
+impl ViewName {
+    pub const ALL: [ViewName; 2] = [ViewName::Sessions, ViewName::Scores];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ViewName::Sessions => "sessions",
+            ViewName::Scores => "scores",
+        }
+    }
+}
+
+impl fmt::Display for ViewName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ViewName {
+    type Err = String;
+    fn from_str(name: &str) -> Result<Self, String> {
+        ViewName::ALL
+            .into_iter()
+            .find(|view| view.as_str() == name)
+            .ok_or_else(|| {
+                let known: Vec<_> = ViewName::ALL.iter().map(|v| v.as_str()).collect();
+                format!("unknown view {name:?} (known: {})", known.join(", "))
+            })
+    }
+}
+
+/// One row of a view, with its key and value already rendered as JSON objects.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ViewRow {
+    pub view: ViewName,
+    pub key: String,
+    pub value: String,
+}
+
+/// A fixed-point number printed as a JSON integer when it is whole, else as a decimal.
+struct Fixed {
+    units: i64,
+    scale: i64,
+}
+
+impl Serialize for Fixed {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.units % self.scale == 0 {
+            serializer.serialize_i64(self.units / self.scale)
+        } else {
+            serializer.serialize_f64(self.units as f64 / self.scale as f64)
+        }
+    }
+}
+
+impl From<Score> for Fixed {
+    fn from(score: Score) -> Self {
+        Fixed {
+            units: score.0,
+            scale: Score::SCALE as i64,
+        }
+    }
+}
+
+impl From<ScrollDepth> for Fixed {
+    fn from(scroll: ScrollDepth) -> Self {
+        Fixed {
+            units: i64::from(scroll.0),
+            scale: ScrollDepth::SCALE as i64,
+        }
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("view rows serialize to JSON")
+}
+
+pub fn session_row(key: &SessionKey, aggregate: &SessionAggregate) -> ViewRow {
+    #[derive(Serialize)]
+    struct Value {
+        start: u64,
+        end: u64,
+        duration_ms: u64,
+        events: u64,
+        page_views: u64,
+        high_intent: u64,
+        max_scroll: Fixed,
+    }
+    let value = Value {
+        start: aggregate.start,
+        end: aggregate.end,
+        duration_ms: aggregate.end - aggregate.start,
+        events: aggregate.events,
+        page_views: aggregate.page_views,
+        high_intent: aggregate.high_intent,
+        max_scroll: aggregate.max_scroll.into(),
+    };
+    ViewRow {
+        view: ViewName::Sessions,
+        key: to_json(key),
+        value: to_json(&value),
+    }
+}
+
+pub fn score_row(user: &UserId, item: &ItemId, score: Score) -> ViewRow {
+    #[derive(Serialize)]
+    struct Key<'a> {
+        user: &'a UserId,
+        item: &'a ItemId,
+    }
+    #[derive(Serialize)]
+    struct Value {
+        score: Fixed,
+    }
+    ViewRow {
+        view: ViewName::Scores,
+        key: to_json(&Key { user, item }),
+        value: to_json(&Value {
+            score: score.into(),
+        }),
+    }
+}

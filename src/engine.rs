@@ -1,0 +1,149 @@
+//! The timely side: builds the views' dataflow on every worker, feeds it from the ingest
+//! thread on the input worker, and collects every view's changes on the output worker.
+//!
+//! Worker 0 of process 0 is both the input worker (the only one with open inputs, so the
+//! watermark alone drives the frontier) and the output worker (all rows are exchanged to
+//! it, so one place sees complete times and can print them in order). The views themselves
+//! run on every worker, partitioned by key.
+
+use crate::ingest::ToWorker;
+use crate::output::OutputMessage;
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use differential_dataflow::consolidation::consolidate;
+use differential_dataflow::input::InputSession;
+use intentflow_dataflows::model::{CatalogItem, Event, Millis};
+use intentflow_dataflows::params::ViewParams;
+use intentflow_dataflows::{Time, ViewName, ViewRow, build_views};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::Thread;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::operator::Operator;
+
+/// What the engine runs and how it is wired to the rest of the process.
+pub struct EngineSetup {
+    pub timely: timely::Config,
+    pub params: ViewParams,
+    pub views: Vec<ViewName>,
+    /// Present in the process that ingests (process 0).
+    pub input: Option<Receiver<ToWorker>>,
+    pub output: Option<Sender<OutputMessage>>,
+    /// Where the input worker publishes its thread, so ingest can wake it.
+    pub input_worker: Arc<OnceLock<Thread>>,
+}
+
+/// Runs the dataflow on all workers of this process until the input closes and every view
+/// has caught up.
+pub fn run(setup: EngineSetup) -> Result<(), String> {
+    let EngineSetup {
+        timely: config,
+        params,
+        views,
+        input,
+        output,
+        input_worker,
+    } = setup;
+    let input = Arc::new(Mutex::new(input));
+    let output = Arc::new(Mutex::new(output));
+    let guards = timely::execute(config, move |worker| {
+        let index = worker.index();
+        let mut events_in: InputSession<Time, Event, isize> = InputSession::new();
+        let mut catalog_in: InputSession<Time, CatalogItem, isize> = InputSession::new();
+        let output = if index == 0 {
+            output.lock().expect("output slot").take()
+        } else {
+            None
+        };
+        worker.dataflow::<Time, _, _>(|scope| {
+            let events = events_in.to_collection(scope);
+            let catalog = catalog_in.to_collection(scope);
+            let rows = build_views(events, catalog, &params, &views);
+            collect_output(rows.inner, output);
+        });
+
+        let feed = if index == 0 {
+            input.lock().expect("input slot").take()
+        } else {
+            None
+        };
+        if let Some(feed) = feed {
+            input_worker.set(std::thread::current()).ok();
+            loop {
+                let mut closed = false;
+                loop {
+                    match feed.try_recv() {
+                        Ok(ToWorker::Events(events)) => {
+                            for (event, time) in events {
+                                events_in.update_at(event, time, 1);
+                            }
+                        }
+                        Ok(ToWorker::Catalog(items)) => {
+                            let time = *catalog_in.time();
+                            for item in items {
+                                catalog_in.update_at(item, time, 1);
+                            }
+                        }
+                        Ok(ToWorker::Advance(time)) => {
+                            if time > *events_in.time() {
+                                events_in.advance_to(time);
+                                catalog_in.advance_to(time);
+                            }
+                        }
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => {
+                            closed = true;
+                            break;
+                        }
+                    }
+                }
+                events_in.flush();
+                catalog_in.flush();
+                if closed {
+                    break;
+                }
+                worker.step_or_park(None);
+            }
+        }
+        // Closing the inputs lets the frontier run to the end once everything is processed.
+        drop(events_in);
+        drop(catalog_in);
+        while worker.step_or_park(None) {}
+    })?;
+    for result in guards.join() {
+        result?;
+    }
+    Ok(())
+}
+
+type RowStream<'s> = timely::dataflow::Stream<'s, Time, Vec<(ViewRow, Time, isize)>>;
+
+/// Gathers every row change on worker 0 and, as the frontier passes each time, hands the
+/// consolidated changes of that time and a progress mark to the output thread.
+fn collect_output(rows: RowStream<'_>, output: Option<Sender<OutputMessage>>) {
+    let mut pending: BTreeMap<Time, Vec<(ViewRow, isize)>> = BTreeMap::new();
+    let mut reported: Option<Millis> = Some(0);
+    rows.sink(Exchange::new(|_| 0), "Output", move |(input, frontier)| {
+        input.for_each(|_capability, data| {
+            for (row, time, diff) in data.drain(..) {
+                pending.entry(time).or_default().push((row, diff));
+            }
+        });
+        let Some(output) = &output else { return };
+        let bound = frontier.frontier().first().copied();
+        while let Some(entry) = pending.first_entry() {
+            if bound.is_some_and(|bound| *entry.key() >= bound) {
+                break;
+            }
+            let (time, mut rows) = entry.remove_entry();
+            consolidate(&mut rows);
+            if !rows.is_empty() {
+                // A closed output (stdout gone, no subscribers) only means nobody listens.
+                let _ = output.send(OutputMessage::Changes { time, rows });
+            }
+        }
+        if bound != reported {
+            reported = bound;
+            let _ = output.send(OutputMessage::Progress(bound));
+        }
+    });
+}

@@ -1,0 +1,365 @@
+//! Input: reads lines from stdin, a file or TCP producers, parses and validates them,
+//! stamps each event with its timely time, and hands batches to the input worker.
+//!
+//! Bad lines never stop ingestion (DESIGN.md §7): each gets one stderr line, a dead-letter
+//! record and a count; `--strict` ends the input at the first one instead.
+
+use crate::clock::EventClock;
+use crate::lines::{LineBatch, LineSlot, read_lines};
+use crate::parse::{parse_catalog_item, parse_event};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use intentflow_dataflows::model::{CatalogItem, Event, EventKind, ItemId, Millis};
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+/// Where events come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InputSpec {
+    Stdin,
+    File(PathBuf),
+    /// Listen on this address; any number of producers may connect and send lines.
+    Tcp(String),
+}
+
+impl InputSpec {
+    pub fn parse(text: &str) -> InputSpec {
+        match text {
+            "stdin" | "-" => InputSpec::Stdin,
+            _ => match text.strip_prefix("tcp://") {
+                Some(addr) => InputSpec::Tcp(addr.to_string()),
+                None => InputSpec::File(PathBuf::from(text)),
+            },
+        }
+    }
+
+    /// Streaming inputs can go quiet; then the watermark catches up with the data.
+    fn streams(&self) -> bool {
+        !matches!(self, InputSpec::File(_))
+    }
+}
+
+/// What the input worker receives.
+#[derive(Debug)]
+pub enum ToWorker {
+    /// Events stamped with the timely time they are applied at.
+    Events(Vec<(Event, Millis)>),
+    /// Catalog entries, applied at the current input time.
+    Catalog(Vec<CatalogItem>),
+    /// The input frontier may advance to this time.
+    Advance(Millis),
+}
+
+pub struct IngestOptions {
+    pub input: InputSpec,
+    pub catalog: Option<PathBuf>,
+    pub tick_ms: Millis,
+    pub lateness_ms: Millis,
+    pub idle_ms: Millis,
+    pub max_line_bytes: usize,
+    pub strict: bool,
+    pub dead_letter: Option<PathBuf>,
+}
+
+/// Counts for the end-of-run summary.
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    pub lines: u64,
+    pub events: u64,
+    pub bad_lines: u64,
+    pub late_events: u64,
+    pub unknown_types: u64,
+    pub unknown_items: u64,
+    pub catalog_items: u64,
+    /// The first bad line's message when `--strict` stopped the input.
+    pub strict_failure: Option<String>,
+}
+
+/// The input worker's end of the hand-off: a channel plus a way to wake it.
+pub struct WorkerLink {
+    pub sender: Sender<ToWorker>,
+    pub worker: Arc<OnceLock<Thread>>,
+}
+
+impl WorkerLink {
+    fn send(&self, message: ToWorker) -> bool {
+        let sent = self.sender.send(message).is_ok();
+        if let Some(worker) = self.worker.get() {
+            worker.unpark();
+        }
+        sent
+    }
+}
+
+impl Drop for WorkerLink {
+    fn drop(&mut self) {
+        // The worker must notice the closed channel even if it is parked.
+        if let Some(worker) = self.worker.get() {
+            worker.unpark();
+        }
+    }
+}
+
+/// A batch of lines and the name of the input it came from (for messages).
+type SourcedBatch = (Arc<str>, LineBatch);
+
+/// Starts the reader threads for `input` and returns the channel their batches arrive on.
+fn spawn_readers(
+    input: &InputSpec,
+    max_line_bytes: usize,
+    stop: Arc<AtomicBool>,
+) -> Result<Receiver<SourcedBatch>, String> {
+    let (sender, batches) = crossbeam_channel::bounded::<SourcedBatch>(16);
+    let read_all = move |reader: Box<dyn Read + Send>,
+                         origin: Arc<str>,
+                         sender: Sender<SourcedBatch>,
+                         stop: Arc<AtomicBool>| {
+        let result = read_lines(
+            BufReader::with_capacity(1 << 16, reader),
+            max_line_bytes,
+            |batch| {
+                !stop.load(Ordering::Relaxed) && sender.send((Arc::clone(&origin), batch)).is_ok()
+            },
+        );
+        if let Err(error) = result {
+            eprintln!(
+                "intentflow: reading {}: {error}",
+                if origin.is_empty() { "input" } else { &origin }
+            );
+        }
+    };
+    match input {
+        InputSpec::Stdin => {
+            std::thread::spawn(move || {
+                read_all(Box::new(std::io::stdin()), Arc::from(""), sender, stop)
+            });
+        }
+        InputSpec::File(path) => {
+            let file = File::open(path)
+                .map_err(|error| format!("cannot open input {}: {error}", path.display()))?;
+            std::thread::spawn(move || read_all(Box::new(file), Arc::from(""), sender, stop));
+        }
+        InputSpec::Tcp(addr) => {
+            let listener = TcpListener::bind(addr)
+                .map_err(|error| format!("--input tcp://{addr}: {error}"))?;
+            eprintln!(
+                "intentflow: accepting events on tcp://{}",
+                listener.local_addr().map_err(|e| e.to_string())?
+            );
+            std::thread::spawn(move || {
+                for stream in listener.incoming().flatten() {
+                    let origin: Arc<str> = Arc::from(
+                        stream
+                            .peer_addr()
+                            .map(|a| a.to_string())
+                            .unwrap_or_default(),
+                    );
+                    let (sender, stop) = (sender.clone(), Arc::clone(&stop));
+                    std::thread::spawn(move || read_all(Box::new(stream), origin, sender, stop));
+                }
+            });
+        }
+    }
+    Ok(batches)
+}
+
+/// Reports bad lines: stderr, dead-letter file, count.
+struct BadLines {
+    dead_letter: Option<BufWriter<File>>,
+    count: u64,
+}
+
+impl BadLines {
+    fn open(path: Option<&Path>) -> Result<Self, String> {
+        let dead_letter = path
+            .map(|path| {
+                File::create(path).map(BufWriter::new).map_err(|error| {
+                    format!("cannot create dead-letter file {}: {error}", path.display())
+                })
+            })
+            .transpose()?;
+        Ok(BadLines {
+            dead_letter,
+            count: 0,
+        })
+    }
+
+    /// Records one bad line and returns its message.
+    fn report(&mut self, source: &str, number: u64, reason: &str, raw: Option<&[u8]>) -> String {
+        self.count += 1;
+        let place = if source.is_empty() {
+            format!("line {number}")
+        } else {
+            format!("{source} line {number}")
+        };
+        let message = format!("{place}: {reason}");
+        eprintln!("intentflow: {message}");
+        if let Some(file) = &mut self.dead_letter {
+            let record = serde_json::json!({
+                "source": if source.is_empty() { "input" } else { source },
+                "line": number,
+                "error": reason,
+                "raw": raw.map(String::from_utf8_lossy),
+            });
+            if let Err(error) = writeln!(file, "{record}") {
+                eprintln!("intentflow: dead-letter file: {error}");
+            }
+        }
+        message
+    }
+
+    fn finish(&mut self) {
+        if let Some(file) = &mut self.dead_letter
+            && let Err(error) = file.flush()
+        {
+            eprintln!("intentflow: dead-letter file: {error}");
+        }
+    }
+}
+
+/// Reads the catalog file; bad lines are reported like bad events.
+fn load_catalog(path: &Path, bad: &mut BadLines) -> Result<Vec<CatalogItem>, String> {
+    let file = File::open(path)
+        .map_err(|error| format!("cannot open catalog {}: {error}", path.display()))?;
+    let source: Arc<str> = Arc::from(format!("catalog {}", path.display()));
+    let mut items = Vec::new();
+    read_lines(BufReader::new(file), 1 << 20, |batch| {
+        for slot in &batch.slots {
+            match slot {
+                LineSlot::TooLong { number, bytes } => {
+                    bad.report(
+                        &source,
+                        *number,
+                        &format!("line of {bytes} bytes is too long"),
+                        None,
+                    );
+                }
+                LineSlot::Text { number, start, end } => {
+                    let raw = batch.bytes(*start, *end);
+                    if raw.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    match std::str::from_utf8(raw)
+                        .map_err(|e| format!("invalid UTF-8: {e}"))
+                        .and_then(parse_catalog_item)
+                    {
+                        Ok(item) => items.push(item),
+                        Err(reason) => {
+                            bad.report(&source, *number, &reason, Some(raw));
+                        }
+                    }
+                }
+            }
+        }
+        true
+    })
+    .map_err(|error| format!("reading catalog {}: {error}", path.display()))?;
+    Ok(items)
+}
+
+/// Runs ingestion to the end of the input (or until `stop` is set); returns the counts.
+pub fn run_ingest(
+    options: IngestOptions,
+    link: WorkerLink,
+    stop: Arc<AtomicBool>,
+) -> Result<IngestStats, String> {
+    let mut stats = IngestStats::default();
+    let mut bad = BadLines::open(options.dead_letter.as_deref())?;
+    let mut known_items: HashSet<ItemId> = HashSet::new();
+    if let Some(path) = &options.catalog {
+        let items = load_catalog(path, &mut bad)?;
+        stats.catalog_items = items.len() as u64;
+        known_items.extend(items.iter().map(|item| item.item.clone()));
+        link.send(ToWorker::Catalog(items));
+    }
+    let batches = spawn_readers(&options.input, options.max_line_bytes, Arc::clone(&stop))?;
+    let mut clock = EventClock::new(options.tick_ms, options.lateness_ms);
+    let idle = Duration::from_millis(options.idle_ms.max(1));
+    let mut last_data = Instant::now();
+
+    'input: while !stop.load(Ordering::Relaxed) {
+        let (source, batch) = match batches.recv_timeout(idle.min(Duration::from_millis(100))) {
+            Ok(received) => received,
+            Err(RecvTimeoutError::Timeout) => {
+                if options.input.streams()
+                    && last_data.elapsed() >= idle
+                    && let Some(watermark) = clock.idle()
+                {
+                    link.send(ToWorker::Advance(watermark));
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        last_data = Instant::now();
+        let mut events = Vec::with_capacity(batch.slots.len());
+        for slot in &batch.slots {
+            stats.lines += 1;
+            let (number, parsed) = match slot {
+                LineSlot::TooLong { number, bytes } => (
+                    *number,
+                    Err((
+                        format!(
+                            "line of {bytes} bytes exceeds --max-line-bytes {}",
+                            options.max_line_bytes
+                        ),
+                        None,
+                    )),
+                ),
+                LineSlot::Text { number, start, end } => {
+                    let raw = batch.bytes(*start, *end);
+                    if raw.iter().all(u8::is_ascii_whitespace) {
+                        stats.lines -= 1; // blank lines are not records
+                        continue;
+                    }
+                    let parsed = std::str::from_utf8(raw)
+                        .map_err(|error| format!("invalid UTF-8: {error}"))
+                        .and_then(parse_event)
+                        .map_err(|reason| (reason, Some(raw)));
+                    (*number, parsed)
+                }
+            };
+            match parsed {
+                Ok(event) => {
+                    stats.events += 1;
+                    if event.kind == EventKind::Other {
+                        stats.unknown_types += 1;
+                    }
+                    if options.catalog.is_some()
+                        && event
+                            .item
+                            .as_ref()
+                            .is_some_and(|item| !known_items.contains(item))
+                    {
+                        stats.unknown_items += 1;
+                    }
+                    let stamp = clock.stamp(event.ts);
+                    stats.late_events += u64::from(stamp.late);
+                    events.push((event, stamp.time));
+                }
+                Err((reason, raw)) => {
+                    let message = bad.report(&source, number, &reason, raw);
+                    if options.strict {
+                        stats.strict_failure = Some(message);
+                        link.send(ToWorker::Events(events));
+                        break 'input;
+                    }
+                }
+            }
+        }
+        if !events.is_empty() && !link.send(ToWorker::Events(events)) {
+            break;
+        }
+        link.send(ToWorker::Advance(clock.watermark()));
+    }
+    stop.store(true, Ordering::Relaxed);
+    stats.bad_lines = bad.count;
+    bad.finish();
+    Ok(stats)
+}

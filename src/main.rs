@@ -1,0 +1,254 @@
+//! intentflow: wires the command line to the runtime. See README.md and DESIGN.md.
+
+mod cli;
+mod clock;
+mod config;
+mod engine;
+mod generate;
+mod ingest;
+mod lines;
+mod output;
+mod parse;
+mod serve;
+
+use clap::Parser;
+use cli::{Cli, Command, ConfigArgs, GenerateArgs, RunArgs};
+use intentflow_dataflows::ViewName;
+use std::io::{BufWriter, Write};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Generate(args) => generate(args),
+        Command::Config(args) => config_command(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("intentflow: error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn timely_config(args: &RunArgs) -> Result<timely::Config, String> {
+    let workers = args.workers as usize;
+    if args.processes == 1 {
+        return Ok(timely::Config::process(workers));
+    }
+    let processes = args.processes as usize;
+    let process = args.process as usize;
+    if process >= processes {
+        return Err(format!(
+            "--process {process} is out of range for --processes {processes}"
+        ));
+    }
+    let addresses: Vec<String> = match &args.hostfile {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read hostfile {}: {e}", path.display()))?;
+            let addresses: Vec<String> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect();
+            if addresses.len() < processes {
+                return Err(format!(
+                    "hostfile {} lists {} addresses; --processes is {processes}",
+                    path.display(),
+                    addresses.len()
+                ));
+            }
+            addresses.into_iter().take(processes).collect()
+        }
+        None => (0..processes)
+            .map(|i| format!("localhost:{}", 2101 + i))
+            .collect(),
+    };
+    Ok(timely::Config {
+        communication: timely::CommunicationConfig::Cluster {
+            threads: workers,
+            process,
+            addresses,
+            report: false,
+            zerocopy: false,
+        },
+        worker: timely::WorkerConfig::default(),
+    })
+}
+
+fn run(args: RunArgs) -> Result<ExitCode, String> {
+    let started = Instant::now();
+    let params = match &args.config {
+        Some(path) => config::load(path)?,
+        None => Default::default(),
+    };
+    let views: Vec<ViewName> = match &args.views {
+        None => ViewName::ALL.to_vec(),
+        Some(names) => names
+            .iter()
+            .map(|name| name.trim().parse())
+            .collect::<Result<_, _>>()?,
+    };
+    let timely = timely_config(&args)?;
+    let leader = args.process == 0;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal kills at once; the first ends the input gracefully.
+        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&stop))
+            .map_err(|e| e.to_string())?;
+        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|e| e.to_string())?;
+    }
+
+    let input_worker = Arc::new(OnceLock::new());
+    let (mut ingest_thread, mut output_thread, mut engine_input, mut engine_output) =
+        (None, None, None, None);
+    if leader {
+        let (to_worker, from_ingest) = crossbeam_channel::bounded(64);
+        let (to_output, from_engine) = crossbeam_channel::bounded(1024);
+        let subscriptions = match &args.serve {
+            Some(addr) => {
+                let (requests, subscriptions) = crossbeam_channel::unbounded();
+                let local =
+                    serve::spawn_server(addr, views.clone(), args.serve_queue.max(1), requests)?;
+                eprintln!("intentflow: serving subscriptions on {local}");
+                Some(subscriptions)
+            }
+            None => None,
+        };
+        let options = output::OutputOptions {
+            format: args.format,
+            to_stdout: !args.no_stdout,
+        };
+        output_thread = Some(std::thread::spawn(move || {
+            output::run_output(from_engine, subscriptions, options)
+        }));
+        let ingest_options = ingest::IngestOptions {
+            input: ingest::InputSpec::parse(&args.input),
+            catalog: args.catalog.clone(),
+            tick_ms: args.tick_ms,
+            lateness_ms: args.lateness_ms,
+            idle_ms: args.idle_ms,
+            max_line_bytes: args.max_line_bytes,
+            strict: args.strict,
+            dead_letter: args.dead_letter.clone(),
+        };
+        let link = ingest::WorkerLink {
+            sender: to_worker,
+            worker: Arc::clone(&input_worker),
+        };
+        let stop = Arc::clone(&stop);
+        ingest_thread = Some(std::thread::spawn(move || {
+            ingest::run_ingest(ingest_options, link, stop)
+        }));
+        engine_input = Some(from_ingest);
+        engine_output = Some(to_output);
+    }
+
+    let setup = engine::EngineSetup {
+        timely,
+        params,
+        views,
+        input: engine_input,
+        output: engine_output,
+        input_worker,
+    };
+    engine::run(setup)?;
+
+    let Some(ingest_thread) = ingest_thread else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let ingest = ingest_thread
+        .join()
+        .map_err(|_| "ingest thread panicked".to_string())??;
+    let output = output_thread
+        .map(|t| t.join())
+        .transpose()
+        .map_err(|_| "output thread panicked".to_string())?
+        .unwrap_or_default();
+    print_summary(&ingest, &output, started.elapsed().as_secs_f64());
+    Ok(match ingest.strict_failure {
+        Some(message) => {
+            eprintln!("intentflow: error: --strict: stopped at {message}");
+            ExitCode::from(1)
+        }
+        None => ExitCode::SUCCESS,
+    })
+}
+
+fn print_summary(ingest: &ingest::IngestStats, output: &output::OutputStats, seconds: f64) {
+    let rate = ingest.events as f64 / seconds.max(1e-9);
+    eprintln!(
+        "intentflow: {} lines: {} events ({} late, {} of unknown type, {} with items not in the catalog), {} bad lines; {} catalog items",
+        ingest.lines,
+        ingest.events,
+        ingest.late_events,
+        ingest.unknown_types,
+        ingest.unknown_items,
+        ingest.bad_lines,
+        ingest.catalog_items
+    );
+    let changes: Vec<String> = output
+        .changes
+        .iter()
+        .map(|(view, n)| format!("{view} {n}"))
+        .collect();
+    eprintln!(
+        "intentflow: changes emitted: {}; {} progress lines; {seconds:.2} s, {rate:.0} events/s",
+        if changes.is_empty() {
+            "none".to_string()
+        } else {
+            changes.join(", ")
+        },
+        output.progress_lines
+    );
+}
+
+fn generate(args: GenerateArgs) -> Result<ExitCode, String> {
+    let spec = generate::GenerateSpec {
+        users: args.users,
+        items: args.items,
+        events: args.events,
+        seed: args.seed,
+        days: args.days,
+        ..Default::default()
+    };
+    let create = |path: &std::path::Path| {
+        std::fs::File::create(path)
+            .map(BufWriter::new)
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))
+    };
+    let mut catalog = args.catalog_out.as_deref().map(create).transpose()?;
+    let mut truth = args.truth_out.as_deref().map(create).transpose()?;
+    let stdout = std::io::stdout();
+    let mut events = BufWriter::with_capacity(1 << 16, stdout.lock());
+    generate::generate(
+        &spec,
+        &mut events,
+        catalog.as_mut().map(|w| w as &mut dyn Write),
+        truth.as_mut().map(|w| w as &mut dyn Write),
+    )
+    .and_then(|_| events.flush())
+    .and_then(|_| catalog.as_mut().map_or(Ok(()), |w| w.flush()))
+    .and_then(|_| truth.as_mut().map_or(Ok(()), |w| w.flush()))
+    .map_err(|e| format!("generate: {e}"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn config_command(args: ConfigArgs) -> Result<ExitCode, String> {
+    if let Some(path) = &args.check {
+        config::load(path)?;
+        eprintln!("intentflow: {} is valid", path.display());
+    }
+    if args.print_defaults || args.check.is_none() {
+        print!("{}", config::DEFAULT_CONFIG);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,320 @@
+//! The output side (DESIGN.md §5): consolidated changes per time, in `diff` or `upsert`
+//! format, to stdout and to `--serve` subscribers, with progress lines in between.
+//!
+//! The output worker sends one [`OutputMessage`] per completed time; this thread renders it
+//! once per format and view, writes it to stdout and offers the same shared chunks to every
+//! subscriber of that view.
+
+use crate::serve::{Chunk, SubscribeRequest, Subscriber};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use intentflow_dataflows::model::Millis;
+use intentflow_dataflows::{ViewName, ViewRow};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum Format {
+    /// `{"view","key","time","diff","value"}`: one line per insertion (+1) or retraction (-1).
+    Diff,
+    /// `{"view","key","time","value"}` or `{"view","key","time","deleted":true}`.
+    Upsert,
+}
+
+/// What the output worker hands over.
+#[derive(Debug)]
+pub enum OutputMessage {
+    /// The consolidated changes at one time, sorted; times arrive in increasing order.
+    Changes {
+        time: Millis,
+        rows: Vec<(ViewRow, isize)>,
+    },
+    /// No change below this time will follow; `None`: the input closed, output is final.
+    Progress(Option<Millis>),
+}
+
+/// Counts for the end-of-run summary.
+#[derive(Debug, Default)]
+pub struct OutputStats {
+    pub changes: BTreeMap<ViewName, u64>,
+    pub progress_lines: u64,
+}
+
+pub struct OutputOptions {
+    pub format: Format,
+    pub to_stdout: bool,
+}
+
+/// Renders one view's changes at one time.
+fn render(
+    format: Format,
+    view: ViewName,
+    time: Millis,
+    rows: &[(ViewRow, isize)],
+    out: &mut String,
+) {
+    match format {
+        Format::Diff => {
+            for (row, diff) in rows {
+                // Retractions before insertions of the same key reads naturally; `rows` is
+                // sorted by (key, value), so emit the key's negatives first.
+                debug_assert_eq!(row.view, view);
+                let _ = writeln!(
+                    out,
+                    r#"{{"view":"{view}","key":{},"time":{time},"diff":{diff},"value":{}}}"#,
+                    row.key, row.value
+                );
+            }
+        }
+        Format::Upsert => {
+            for group in rows.chunk_by(|(a, _), (b, _)| a.key == b.key) {
+                let key = &group[0].0.key;
+                match group.iter().find(|(_, diff)| *diff > 0) {
+                    Some((row, _)) => {
+                        let _ = writeln!(
+                            out,
+                            r#"{{"view":"{view}","key":{key},"time":{time},"value":{}}}"#,
+                            row.value
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(
+                            out,
+                            r#"{{"view":"{view}","key":{key},"time":{time},"deleted":true}}"#
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Orders a key's retractions before its insertions.
+fn retractions_first(rows: &mut [(ViewRow, isize)]) {
+    rows.sort_by(|(a, da), (b, db)| {
+        (a.view, &a.key, *da > 0, &a.value).cmp(&(b.view, &b.key, *db > 0, &b.value))
+    });
+}
+
+fn progress_line(progress: Option<Millis>) -> String {
+    match progress {
+        Some(time) => format!("{{\"progress\":{time}}}\n"),
+        None => "{\"progress\":null}\n".to_string(),
+    }
+}
+
+/// The current contents of every view, kept only when there are subscribers to snapshot.
+#[derive(Default)]
+struct Snapshot {
+    views: BTreeMap<ViewName, HashMap<(String, String), isize>>,
+}
+
+impl Snapshot {
+    fn apply(&mut self, rows: &[(ViewRow, isize)]) {
+        for (row, diff) in rows {
+            let view = self.views.entry(row.view).or_default();
+            let entry = (row.key.clone(), row.value.clone());
+            let count = view.entry(entry.clone()).or_insert(0);
+            *count += diff;
+            if *count == 0 {
+                view.remove(&entry);
+            }
+        }
+    }
+
+    fn render(&self, request: &SubscribeRequest, time: Millis) -> String {
+        let mut out = String::new();
+        for view in &request.views {
+            let mut rows: Vec<(ViewRow, isize)> = self
+                .views
+                .get(view)
+                .into_iter()
+                .flatten()
+                .map(|((key, value), count)| {
+                    let row = ViewRow {
+                        view: *view,
+                        key: key.clone(),
+                        value: value.clone(),
+                    };
+                    (row, *count)
+                })
+                .collect();
+            rows.sort();
+            render(request.format, *view, time, &rows, &mut out);
+        }
+        out
+    }
+}
+
+/// Runs the output loop until the final progress message; returns the counts.
+pub fn run_output(
+    messages: Receiver<OutputMessage>,
+    subscriptions: Option<Receiver<SubscribeRequest>>,
+    options: OutputOptions,
+) -> OutputStats {
+    let mut stats = OutputStats::default();
+    let stdout = std::io::stdout();
+    let mut stdout = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut to_stdout = options.to_stdout;
+    let mut subscribers: Vec<Subscriber> = Vec::new();
+    let mut pending: Vec<SubscribeRequest> = Vec::new();
+    let mut snapshot = subscriptions.as_ref().map(|_| Snapshot::default());
+    let mut last_progress: Millis = 0;
+
+    let mut write_stdout = |text: &str, flush: bool, to_stdout: &mut bool| {
+        if !*to_stdout {
+            return;
+        }
+        let result = stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| if flush { stdout.flush() } else { Ok(()) });
+        if let Err(error) = result {
+            eprintln!("intentflow: stdout: {error}; no further output is written there");
+            *to_stdout = false;
+        }
+    };
+
+    loop {
+        let message = match messages.recv_timeout(Duration::from_millis(50)) {
+            Ok(message) => Some(message),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        if let Some(requests) = &subscriptions {
+            pending.extend(requests.try_iter());
+        }
+        let between_times = !matches!(message, Some(OutputMessage::Changes { .. }));
+        match message {
+            None => {}
+            Some(OutputMessage::Changes { time, mut rows }) => {
+                retractions_first(&mut rows);
+                if let Some(snapshot) = &mut snapshot {
+                    snapshot.apply(&rows);
+                }
+                for group in rows.chunk_by(|(a, _), (b, _)| a.view == b.view) {
+                    let view = group[0].0.view;
+                    *stats.changes.entry(view).or_default() += group.len() as u64;
+                    let mut rendered: HashMap<Format, Chunk> = HashMap::new();
+                    let mut chunk = |format: Format| -> Chunk {
+                        rendered
+                            .entry(format)
+                            .or_insert_with(|| {
+                                let mut text = String::new();
+                                render(format, view, time, group, &mut text);
+                                Arc::from(text)
+                            })
+                            .clone()
+                    };
+                    if to_stdout {
+                        write_stdout(&chunk(options.format), false, &mut to_stdout);
+                    }
+                    subscribers.retain(|subscriber| {
+                        !subscriber.wants(view) || subscriber.offer(&chunk(subscriber.format))
+                    });
+                }
+            }
+            Some(OutputMessage::Progress(progress)) => {
+                stats.progress_lines += 1;
+                let line: Chunk = Arc::from(progress_line(progress));
+                write_stdout(&line, true, &mut to_stdout);
+                subscribers.retain(|subscriber| subscriber.offer(&line));
+                match progress {
+                    Some(time) => last_progress = time,
+                    None => {
+                        // Late subscribers still get the final state before the end.
+                        start_subscriptions(
+                            &mut pending,
+                            &mut subscribers,
+                            snapshot.as_ref(),
+                            last_progress,
+                        );
+                        for subscriber in &subscribers {
+                            subscriber.offer(&line);
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        // New subscribers join between times, when the state is exactly "all times below
+        // the last progress".
+        if between_times {
+            start_subscriptions(
+                &mut pending,
+                &mut subscribers,
+                snapshot.as_ref(),
+                last_progress,
+            );
+        }
+    }
+    write_stdout("", true, &mut to_stdout);
+    stats
+}
+
+fn start_subscriptions(
+    pending: &mut Vec<SubscribeRequest>,
+    subscribers: &mut Vec<Subscriber>,
+    snapshot: Option<&Snapshot>,
+    time: Millis,
+) {
+    for request in pending.drain(..) {
+        if request.snapshot {
+            if let Some(snapshot) = snapshot {
+                let text = snapshot.render(&request, time);
+                if !text.is_empty() {
+                    let subscriber = Subscriber::new(request);
+                    if subscriber.offer(&Arc::from(text)) {
+                        subscribers.push(subscriber);
+                    }
+                    continue;
+                }
+            }
+        }
+        subscribers.push(Subscriber::new(request));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(key: &str, value: &str) -> ViewRow {
+        ViewRow {
+            view: ViewName::Scores,
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn upsert_keeps_new_value_or_deletes() {
+        let mut rows = vec![
+            (row(r#"{"k":1}"#, r#"{"v":1}"#), -1),
+            (row(r#"{"k":1}"#, r#"{"v":2}"#), 1),
+            (row(r#"{"k":2}"#, r#"{"v":5}"#), -1),
+        ];
+        retractions_first(&mut rows);
+        let mut out = String::new();
+        render(Format::Upsert, ViewName::Scores, 7, &rows, &mut out);
+        assert_eq!(
+            out,
+            "{\"view\":\"scores\",\"key\":{\"k\":1},\"time\":7,\"value\":{\"v\":2}}\n\
+             {\"view\":\"scores\",\"key\":{\"k\":2},\"time\":7,\"deleted\":true}\n"
+        );
+    }
+
+    #[test]
+    fn diff_lines_put_retractions_first() {
+        let mut rows = vec![(row("1", r#"{"v":1}"#), 1), (row("1", r#"{"v":2}"#), -1)];
+        retractions_first(&mut rows);
+        let mut out = String::new();
+        render(Format::Diff, ViewName::Scores, 3, &rows, &mut out);
+        assert_eq!(
+            out,
+            "{\"view\":\"scores\",\"key\":1,\"time\":3,\"diff\":-1,\"value\":{\"v\":2}}\n\
+             {\"view\":\"scores\",\"key\":1,\"time\":3,\"diff\":1,\"value\":{\"v\":1}}\n"
+        );
+    }
+}

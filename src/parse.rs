@@ -1,0 +1,301 @@
+//! One JSON line into a validated [`Event`] or [`CatalogItem`], or a reason a person can act
+//! on (DESIGN.md §7).
+//!
+//! The event parser walks the JSON object field by field instead of deriving, so that a
+//! wrong type names the field it is in, and so that ids are copied straight into inline
+//! strings without building an intermediate `serde_json::Value`.
+
+use compact_str::CompactString;
+use intentflow_dataflows::model::{
+    CatalogItem, Category, Cents, Event, EventKind, ItemId, ItemKind, Millis, ScrollDepth,
+    SessionId, UserId,
+};
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use std::fmt;
+
+/// Parses one event line (already checked to be valid UTF-8).
+pub fn parse_event(line: &str) -> Result<Event, String> {
+    let raw: RawEvent = serde_json::from_str(line).map_err(describe_json_error)?;
+    raw.validate()
+}
+
+/// Parses one catalog line.
+pub fn parse_catalog_item(line: &str) -> Result<CatalogItem, String> {
+    #[derive(Deserialize)]
+    struct RawItem {
+        item: String,
+        category: String,
+        kind: ItemKind,
+        #[serde(default)]
+        price: f64,
+        #[serde(default)]
+        premium: bool,
+    }
+    let raw: RawItem = serde_json::from_str(line).map_err(describe_json_error)?;
+    if raw.item.is_empty() {
+        return Err("empty \"item\"".into());
+    }
+    if !(raw.price.is_finite() && raw.price >= 0.0) {
+        return Err(format!(
+            "\"price\" must be a non-negative number, got {}",
+            raw.price
+        ));
+    }
+    Ok(CatalogItem {
+        item: ItemId::new(&raw.item),
+        category: Category::new(&raw.category),
+        kind: raw.kind,
+        price: Cents::from_f64(raw.price),
+        premium: raw.premium,
+    })
+}
+
+/// serde_json appends "at line 1 column N"; the caller already reports the input line.
+fn describe_json_error(error: serde_json::Error) -> String {
+    let message = error.to_string();
+    let message = match message.rfind(" at line ") {
+        Some(at) => message[..at].to_string(),
+        None => message,
+    };
+    if error.is_syntax() || error.is_eof() {
+        format!("malformed JSON at column {}: {message}", error.column())
+    } else {
+        message
+    }
+}
+
+/// The event as it arrives, every field optional until validated.
+#[derive(Default)]
+struct RawEvent {
+    user: Option<CompactString>,
+    kind: Option<CompactString>,
+    ts: Option<RawTimestamp>,
+    item: Option<CompactString>,
+    session: Option<CompactString>,
+    page: Option<CompactString>,
+    dwell_ms: Option<f64>,
+    scroll: Option<f64>,
+    value: Option<f64>,
+    rec: Option<CompactString>,
+    variant: Option<CompactString>,
+}
+
+enum RawTimestamp {
+    Millis(f64),
+    Text(String),
+}
+
+impl RawEvent {
+    fn validate(self) -> Result<Event, String> {
+        let user = required_text(self.user, "user")?;
+        let type_name = required_text(self.kind, "type")?;
+        let ts = match self.ts {
+            None => return Err("missing field \"ts\"".into()),
+            Some(raw) => parse_timestamp(raw)?,
+        };
+        let kind = EventKind::from_name(&type_name);
+        let dwell_ms = match self.dwell_ms {
+            Some(ms) if !(ms >= 0.0 && ms.fract() == 0.0 && ms <= u64::MAX as f64) => {
+                return Err(format!(
+                    "\"dwell_ms\" must be a non-negative integer, got {ms}"
+                ));
+            }
+            dwell => dwell.map(|ms| ms as u64),
+        };
+        let scroll = match self.scroll {
+            Some(depth) if !(0.0..=1.0).contains(&depth) => {
+                return Err(format!("\"scroll\" must be between 0 and 1, got {depth}"));
+            }
+            scroll => scroll.map(ScrollDepth::from_fraction),
+        };
+        let value = match self.value {
+            Some(v) if !v.is_finite() => return Err("\"value\" must be a finite number".into()),
+            value => value.map(Cents::from_f64),
+        };
+        Ok(Event {
+            user: UserId(user),
+            ts,
+            kind,
+            custom_type: (kind == EventKind::Other).then_some(type_name),
+            item: non_empty(self.item).map(ItemId),
+            session: non_empty(self.session).map(SessionId),
+            page: non_empty(self.page),
+            dwell_ms,
+            scroll,
+            value,
+            rec: non_empty(self.rec),
+            variant: non_empty(self.variant),
+        })
+    }
+}
+
+fn required_text(text: Option<CompactString>, field: &str) -> Result<CompactString, String> {
+    match text {
+        None => Err(format!("missing field \"{field}\"")),
+        Some(text) if text.is_empty() => Err(format!("empty \"{field}\"")),
+        Some(text) => Ok(text),
+    }
+}
+
+fn non_empty(text: Option<CompactString>) -> Option<CompactString> {
+    text.filter(|text| !text.is_empty())
+}
+
+fn parse_timestamp(raw: RawTimestamp) -> Result<Millis, String> {
+    match raw {
+        RawTimestamp::Millis(ms) if ms >= 0.0 && ms.fract() == 0.0 && ms < 1e16 => Ok(ms as Millis),
+        RawTimestamp::Millis(ms) => Err(format!(
+            "\"ts\" must be non-negative integer milliseconds or an RFC 3339 string, got {ms}"
+        )),
+        RawTimestamp::Text(text) => chrono::DateTime::parse_from_rfc3339(&text)
+            .ok()
+            .and_then(|time| Millis::try_from(time.timestamp_millis()).ok())
+            .ok_or_else(|| format!("unparseable \"ts\" {text:?}: expected RFC 3339 or integer ms")),
+    }
+}
+
+impl<'de> Deserialize<'de> for RawEvent {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(RawEventVisitor)
+    }
+}
+
+struct RawEventVisitor;
+
+/// Reads the next value of `field`, naming the field if its type is wrong.
+fn field_value<'de, A, T>(map: &mut A, field: &str) -> Result<Option<T>, A::Error>
+where
+    A: MapAccess<'de>,
+    T: Deserialize<'de>,
+{
+    map.next_value::<Option<T>>()
+        .map_err(|error| de::Error::custom(format!("field \"{field}\": {error}")))
+}
+
+impl<'de> Visitor<'de> for RawEventVisitor {
+    type Value = RawEvent;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawEvent, A::Error> {
+        let mut raw = RawEvent::default();
+        while let Some(key) = map.next_key::<CompactString>()? {
+            match key.as_str() {
+                "user" => raw.user = field_value(&mut map, "user")?,
+                "type" => raw.kind = field_value(&mut map, "type")?,
+                "ts" => raw.ts = field_value(&mut map, "ts")?,
+                "item" => raw.item = field_value(&mut map, "item")?,
+                "session" => raw.session = field_value(&mut map, "session")?,
+                "page" => raw.page = field_value(&mut map, "page")?,
+                "dwell_ms" => raw.dwell_ms = field_value(&mut map, "dwell_ms")?,
+                "scroll" => raw.scroll = field_value(&mut map, "scroll")?,
+                "value" => raw.value = field_value(&mut map, "value")?,
+                "rec" => raw.rec = field_value(&mut map, "rec")?,
+                "variant" => raw.variant = field_value(&mut map, "variant")?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(raw)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawTimestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TimestampVisitor;
+        impl Visitor<'_> for TimestampVisitor {
+            type Value = RawTimestamp;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("integer milliseconds or an RFC 3339 string")
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<RawTimestamp, E> {
+                Ok(RawTimestamp::Millis(v as f64))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<RawTimestamp, E> {
+                Ok(RawTimestamp::Millis(v as f64))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<RawTimestamp, E> {
+                Ok(RawTimestamp::Millis(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<RawTimestamp, E> {
+                Ok(RawTimestamp::Text(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(TimestampVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_event_parses() {
+        let event = parse_event(
+            r#"{"user":"u1","type":"add_to_cart","ts":1000,"item":"p1","session":"s1","page":"product","dwell_ms":4000,"scroll":0.5,"value":9.99,"device":"mobile","extra":[1,2]}"#,
+        )
+        .unwrap();
+        assert_eq!(event.user.as_str(), "u1");
+        assert_eq!(event.kind, EventKind::AddToCart);
+        assert_eq!(event.ts, 1000);
+        assert_eq!(event.item.unwrap().as_str(), "p1");
+        assert_eq!(event.scroll, Some(ScrollDepth(5000)));
+        assert_eq!(event.value, Some(Cents(999)));
+    }
+
+    #[test]
+    fn rfc3339_timestamp_parses() {
+        let event =
+            parse_event(r#"{"user":"u","type":"click","ts":"2026-01-01T00:00:01.250Z"}"#).unwrap();
+        assert_eq!(event.ts, 1_767_225_601_250);
+    }
+
+    #[test]
+    fn unknown_type_is_kept_with_its_name() {
+        let event = parse_event(r#"{"user":"u","type":"hover","ts":5}"#).unwrap();
+        assert_eq!(event.kind, EventKind::Other);
+        assert_eq!(event.custom_type.as_deref(), Some("hover"));
+    }
+
+    #[test]
+    fn bad_events_say_why() {
+        let cases = [
+            (r#"{"type":"click","ts":1}"#, "missing field \"user\""),
+            (r#"{"user":"","type":"click","ts":1}"#, "empty \"user\""),
+            (r#"{"user":"u","type":"click"}"#, "missing field \"ts\""),
+            (
+                r#"{"user":5,"type":"click","ts":1}"#,
+                "field \"user\": invalid type",
+            ),
+            (
+                r#"{"user":"u","type":"click","ts":"yesterday"}"#,
+                "unparseable \"ts\"",
+            ),
+            (
+                r#"{"user":"u","type":"click","ts":-5}"#,
+                "\"ts\" must be non-negative",
+            ),
+            (
+                r#"{"user":"u","type":"click","ts":1,"scroll":1.5}"#,
+                "\"scroll\" must be between 0 and 1",
+            ),
+            (
+                r#"{"user":"u","type":"click","ts":1,"dwell_ms":-3}"#,
+                "\"dwell_ms\" must be a non-negative integer",
+            ),
+            (r#"[1,2]"#, "expected a JSON object"),
+            (r#"{"user":"u","#, "malformed JSON"),
+        ];
+        for (line, expected) in cases {
+            let error = parse_event(line).unwrap_err();
+            assert!(
+                error.contains(expected),
+                "{line}: got {error:?}, want {expected:?}"
+            );
+        }
+    }
+}
