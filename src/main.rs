@@ -107,6 +107,10 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
         signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|e| e.to_string())?;
     }
 
+    if !leader {
+        // Only process 0 writes the protocol; keep timely's chatter off our stdout.
+        output::protocol_stdout(true).map_err(|e| format!("stdout: {e}"))?;
+    }
     let input_worker = Arc::new(OnceLock::new());
     let (mut ingest_thread, mut output_thread, mut engine_input, mut engine_output) =
         (None, None, None, None);
@@ -123,9 +127,15 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
             }
             None => None,
         };
+        let stdout = if args.no_stdout {
+            None
+        } else {
+            let cluster = args.processes > 1;
+            Some(output::protocol_stdout(cluster).map_err(|e| format!("stdout: {e}"))?)
+        };
         let options = output::OutputOptions {
             format: args.format,
-            to_stdout: !args.no_stdout,
+            stdout,
         };
         output_thread = Some(std::thread::spawn(move || {
             output::run_output(from_engine, subscriptions, options)

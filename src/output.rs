@@ -44,7 +44,29 @@ pub struct OutputStats {
 
 pub struct OutputOptions {
     pub format: Format,
-    pub to_stdout: bool,
+    /// Where change and progress lines go; `None` with `--no-stdout`.
+    pub stdout: Option<Box<dyn Write + Send>>,
+}
+
+/// The stream the protocol is written to: standard output, kept for our lines alone.
+///
+/// Timely's cluster set-up prints connection chatter with `println!`, which would corrupt
+/// the JSON lines. In cluster mode the protocol therefore gets its own duplicate of
+/// stdout, and file descriptor 1 is pointed at stderr for everybody else.
+pub fn protocol_stdout(cluster: bool) -> std::io::Result<Box<dyn Write + Send>> {
+    if !cluster {
+        return Ok(Box::new(std::io::stdout()));
+    }
+    use std::os::fd::FromRawFd;
+    // SAFETY: dup/dup2 on the process's own standard descriptors; the duplicate is owned
+    // by the returned File alone.
+    unsafe {
+        let protocol = libc::dup(1);
+        if protocol < 0 || libc::dup2(2, 1) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Box::new(std::fs::File::from_raw_fd(protocol)))
+    }
 }
 
 /// Renders one view's changes at one time.
@@ -155,9 +177,13 @@ pub fn run_output(
     options: OutputOptions,
 ) -> OutputStats {
     let mut stats = OutputStats::default();
-    let stdout = std::io::stdout();
-    let mut stdout = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-    let mut to_stdout = options.to_stdout;
+    let mut to_stdout = options.stdout.is_some();
+    // Not `stdout().lock()`: holding the lock for the whole run would block every other
+    // thread's print.
+    let mut stdout = std::io::BufWriter::with_capacity(
+        1 << 16,
+        options.stdout.unwrap_or_else(|| Box::new(std::io::sink())),
+    );
     let mut subscribers: Vec<Subscriber> = Vec::new();
     let mut pending: Vec<SubscribeRequest> = Vec::new();
     let mut snapshot = subscriptions.as_ref().map(|_| Snapshot::default());
