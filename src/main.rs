@@ -1,18 +1,8 @@
 //! intentflow: wires the command line to the runtime. See README.md and DESIGN.md.
 
-mod cli;
-mod clock;
-mod config;
-mod engine;
-mod generate;
-mod ingest;
-mod lines;
-mod output;
-mod parse;
-mod serve;
-
 use clap::Parser;
 use cli::{Cli, Command, ConfigArgs, GenerateArgs, RunArgs};
+use intentflow::{cli, config, engine, generate, ingest, output, serve};
 use intentflow_dataflows::ViewName;
 use std::io::{BufWriter, Write};
 use std::process::ExitCode;
