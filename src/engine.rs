@@ -88,6 +88,9 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
                                 events_in.advance_to(time);
                                 catalog_in.advance_to(time);
                             }
+                            // One input batch per step: the dataflow keeps pace with the
+                            // input and progress is reported at batch granularity.
+                            break;
                         }
                         Err(TryRecvError::Empty) => break,
                         Err(TryRecvError::Disconnected) => {
@@ -101,7 +104,11 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
                 if closed {
                     break;
                 }
-                worker.step_or_park(None);
+                if feed.is_empty() {
+                    worker.step_or_park(None);
+                } else {
+                    worker.step();
+                }
             }
         }
         // Closing the inputs lets the frontier run to the end once everything is processed.
