@@ -83,13 +83,23 @@ pub struct IngestStats {
 
 /// The input worker's end of the hand-off: a channel plus a way to wake it.
 pub struct WorkerLink {
-    pub sender: Sender<ToWorker>,
-    pub worker: Arc<OnceLock<Thread>>,
+    sender: Option<Sender<ToWorker>>,
+    worker: Arc<OnceLock<Thread>>,
 }
 
 impl WorkerLink {
+    pub fn new(sender: Sender<ToWorker>, worker: Arc<OnceLock<Thread>>) -> Self {
+        WorkerLink {
+            sender: Some(sender),
+            worker,
+        }
+    }
+
     fn send(&self, message: ToWorker) -> bool {
-        let sent = self.sender.send(message).is_ok();
+        let sent = self
+            .sender
+            .as_ref()
+            .is_some_and(|sender| sender.send(message).is_ok());
         if let Some(worker) = self.worker.get() {
             worker.unpark();
         }
@@ -99,7 +109,9 @@ impl WorkerLink {
 
 impl Drop for WorkerLink {
     fn drop(&mut self) {
-        // The worker must notice the closed channel even if it is parked.
+        // Close the channel first, then wake the worker, so that it cannot look, find the
+        // channel still open, and park again for good.
+        drop(self.sender.take());
         if let Some(worker) = self.worker.get() {
             worker.unpark();
         }
@@ -127,11 +139,16 @@ fn spawn_readers(
                 !stop.load(Ordering::Relaxed) && sender.send((Arc::clone(&origin), batch)).is_ok()
             },
         );
-        if let Err(error) = result {
-            eprintln!(
+        match result {
+            Err(error) => eprintln!(
                 "intentflow: reading {}: {error}",
                 if origin.is_empty() { "input" } else { &origin }
-            );
+            ),
+            // Producers come and go; say so, so operators (and tests) can see it.
+            Ok(lines) if !origin.is_empty() => {
+                eprintln!("intentflow: producer {origin} disconnected after {lines} lines")
+            }
+            Ok(_) => {}
         }
     };
     match input {
@@ -263,6 +280,71 @@ fn load_catalog(path: &Path, bad: &mut BadLines) -> Result<Vec<CatalogItem>, Str
     Ok(items)
 }
 
+/// Ingestion state: the clock, the counts and the bad-line reporter.
+struct Ingest<'a> {
+    clock: EventClock,
+    stats: IngestStats,
+    bad: BadLines,
+    known_items: HashSet<ItemId>,
+    options: &'a IngestOptions,
+}
+
+impl Ingest<'_> {
+    /// Parses, stamps and forwards one batch; false when ingestion must end (the worker
+    /// is gone, or `--strict` met a bad line).
+    fn absorb(&mut self, source: &str, batch: &LineBatch, link: &WorkerLink) -> bool {
+        let mut events = Vec::with_capacity(batch.slots.len());
+        for slot in &batch.slots {
+            let (number, parsed) = match slot {
+                LineSlot::TooLong { number, bytes } => {
+                    let limit = self.options.max_line_bytes;
+                    let reason = format!("line of {bytes} bytes exceeds --max-line-bytes {limit}");
+                    (*number, Err((reason, None)))
+                }
+                LineSlot::Text { number, start, end } => {
+                    let raw = batch.bytes(*start, *end);
+                    if raw.iter().all(u8::is_ascii_whitespace) {
+                        continue; // blank lines are not records
+                    }
+                    let parsed = std::str::from_utf8(raw)
+                        .map_err(|error| format!("invalid UTF-8: {error}"))
+                        .and_then(parse_event)
+                        .map_err(|reason| (reason, Some(raw)));
+                    (*number, parsed)
+                }
+            };
+            self.stats.lines += 1;
+            match parsed {
+                Ok(event) => {
+                    self.stats.events += 1;
+                    self.stats.unknown_types += u64::from(event.kind == EventKind::Other);
+                    let uncatalogued = self.options.catalog.is_some()
+                        && event
+                            .item
+                            .as_ref()
+                            .is_some_and(|item| !self.known_items.contains(item));
+                    self.stats.unknown_items += u64::from(uncatalogued);
+                    let stamp = self.clock.stamp(event.ts);
+                    self.stats.late_events += u64::from(stamp.late);
+                    events.push((event, stamp.time));
+                }
+                Err((reason, raw)) => {
+                    let message = self.bad.report(source, number, &reason, raw);
+                    if self.options.strict {
+                        self.stats.strict_failure = Some(message);
+                        link.send(ToWorker::Events(events));
+                        return false;
+                    }
+                }
+            }
+        }
+        if !events.is_empty() && !link.send(ToWorker::Events(events)) {
+            return false;
+        }
+        link.send(ToWorker::Advance(self.clock.watermark()))
+    }
+}
+
 /// Runs ingestion to the end of the input (or until `stop` is set); returns the counts.
 pub fn run_ingest(
     options: IngestOptions,
@@ -279,17 +361,22 @@ pub fn run_ingest(
         link.send(ToWorker::Catalog(items));
     }
     let batches = spawn_readers(&options.input, options.max_line_bytes, Arc::clone(&stop))?;
-    let mut clock = EventClock::new(options.tick_ms, options.lateness_ms);
+    let mut ingest = Ingest {
+        clock: EventClock::new(options.tick_ms, options.lateness_ms),
+        stats,
+        bad,
+        known_items,
+        options: &options,
+    };
     let idle = Duration::from_millis(options.idle_ms.max(1));
     let mut last_data = Instant::now();
-
-    'input: while !stop.load(Ordering::Relaxed) {
+    while !stop.load(Ordering::Relaxed) {
         let (source, batch) = match batches.recv_timeout(idle.min(Duration::from_millis(100))) {
             Ok(received) => received,
             Err(RecvTimeoutError::Timeout) => {
                 if options.input.streams()
                     && last_data.elapsed() >= idle
-                    && let Some(watermark) = clock.idle()
+                    && let Some(watermark) = ingest.clock.idle()
                 {
                     link.send(ToWorker::Advance(watermark));
                 }
@@ -298,66 +385,21 @@ pub fn run_ingest(
             Err(RecvTimeoutError::Disconnected) => break,
         };
         last_data = Instant::now();
-        let mut events = Vec::with_capacity(batch.slots.len());
-        for slot in &batch.slots {
-            stats.lines += 1;
-            let (number, parsed) = match slot {
-                LineSlot::TooLong { number, bytes } => (
-                    *number,
-                    Err((
-                        format!(
-                            "line of {bytes} bytes exceeds --max-line-bytes {}",
-                            options.max_line_bytes
-                        ),
-                        None,
-                    )),
-                ),
-                LineSlot::Text { number, start, end } => {
-                    let raw = batch.bytes(*start, *end);
-                    if raw.iter().all(u8::is_ascii_whitespace) {
-                        stats.lines -= 1; // blank lines are not records
-                        continue;
-                    }
-                    let parsed = std::str::from_utf8(raw)
-                        .map_err(|error| format!("invalid UTF-8: {error}"))
-                        .and_then(parse_event)
-                        .map_err(|reason| (reason, Some(raw)));
-                    (*number, parsed)
-                }
-            };
-            match parsed {
-                Ok(event) => {
-                    stats.events += 1;
-                    if event.kind == EventKind::Other {
-                        stats.unknown_types += 1;
-                    }
-                    if options.catalog.is_some()
-                        && event
-                            .item
-                            .as_ref()
-                            .is_some_and(|item| !known_items.contains(item))
-                    {
-                        stats.unknown_items += 1;
-                    }
-                    let stamp = clock.stamp(event.ts);
-                    stats.late_events += u64::from(stamp.late);
-                    events.push((event, stamp.time));
-                }
-                Err((reason, raw)) => {
-                    let message = bad.report(&source, number, &reason, raw);
-                    if options.strict {
-                        stats.strict_failure = Some(message);
-                        link.send(ToWorker::Events(events));
-                        break 'input;
-                    }
-                }
-            }
-        }
-        if !events.is_empty() && !link.send(ToWorker::Events(events)) {
+        if !ingest.absorb(&source, &batch, &link) {
             break;
         }
-        link.send(ToWorker::Advance(clock.watermark()));
     }
+    // Asked to stop: what the readers already handed over is still applied.
+    if ingest.stats.strict_failure.is_none() {
+        for (source, batch) in batches.try_iter() {
+            if !ingest.absorb(&source, &batch, &link) {
+                break;
+            }
+        }
+    }
+    let Ingest {
+        mut stats, mut bad, ..
+    } = ingest;
     stop.store(true, Ordering::Relaxed);
     stats.bad_lines = bad.count;
     bad.finish();

@@ -35,12 +35,12 @@ const BATCH_LINES: usize = 4096;
 /// Reads lines from `reader` and hands them to `deliver` in batches. A batch is delivered
 /// when it is full or when no more input is buffered (the next read could block), so a
 /// trickle of events is forwarded at once. Returns when the input ends or `deliver` says
-/// stop by returning false.
+/// stop by returning false. Returns the number of lines read.
 pub fn read_lines<R: Read>(
     mut reader: BufReader<R>,
     max_line_bytes: usize,
     mut deliver: impl FnMut(LineBatch) -> bool,
-) -> io::Result<()> {
+) -> io::Result<u64> {
     let mut batch = LineBatch::default();
     let mut number = 0u64;
     // State of the line being read: where it starts in `batch.text`, its length so far,
@@ -63,7 +63,7 @@ pub fn read_lines<R: Read>(
             if !batch.slots.is_empty() {
                 deliver(batch);
             }
-            return Ok(());
+            return Ok(number);
         }
         let consumed = match chunk.iter().position(|&b| b == b'\n') {
             Some(newline) => {
@@ -101,7 +101,7 @@ pub fn read_lines<R: Read>(
             batch.text.truncate(line_start);
             line_start = 0;
             if !deliver(std::mem::replace(&mut batch, next)) {
-                return Ok(());
+                return Ok(number);
             }
         }
     }

@@ -8,7 +8,10 @@ use std::io::{BufWriter, Write};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How long a finished engine waits for subscribers to receive what is queued for them.
+const SUBSCRIBER_DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -104,15 +107,17 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
     let input_worker = Arc::new(OnceLock::new());
     let (mut ingest_thread, mut output_thread, mut engine_input, mut engine_output) =
         (None, None, None, None);
+    let mut forwarders = None;
     if leader {
         let (to_worker, from_ingest) = crossbeam_channel::bounded(64);
         let (to_output, from_engine) = crossbeam_channel::bounded(1024);
         let subscriptions = match &args.serve {
             Some(addr) => {
                 let (requests, subscriptions) = crossbeam_channel::unbounded();
-                let local =
+                let (local, tracker) =
                     serve::spawn_server(addr, views.clone(), args.serve_queue.max(1), requests)?;
                 eprintln!("intentflow: serving subscriptions on {local}");
+                forwarders = Some(tracker);
                 Some(subscriptions)
             }
             None => None,
@@ -140,10 +145,7 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
             strict: args.strict,
             dead_letter: args.dead_letter.clone(),
         };
-        let link = ingest::WorkerLink {
-            sender: to_worker,
-            worker: Arc::clone(&input_worker),
-        };
+        let link = ingest::WorkerLink::new(to_worker, Arc::clone(&input_worker));
         let stop = Arc::clone(&stop);
         ingest_thread = Some(std::thread::spawn(move || {
             ingest::run_ingest(ingest_options, link, stop)
@@ -173,6 +175,16 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
         .transpose()
         .map_err(|_| "output thread panicked".to_string())?
         .unwrap_or_default();
+    // The output thread has closed every subscriber queue; let them write out what is queued.
+    if let Some(forwarders) = forwarders {
+        let still = forwarders.wait_idle(SUBSCRIBER_DRAIN_LIMIT);
+        if still > 0 {
+            eprintln!(
+                "intentflow: {still} subscriber(s) still writing after {}s; closing them",
+                SUBSCRIBER_DRAIN_LIMIT.as_secs()
+            );
+        }
+    }
     print_summary(&ingest, &output, started.elapsed().as_secs_f64());
     Ok(match ingest.strict_failure {
         Some(message) => {

@@ -243,24 +243,21 @@ pub fn run_output(
             }
             Some(OutputMessage::Progress(progress)) => {
                 stats.progress_lines += 1;
+                if progress.is_none() {
+                    // Late subscribers still get the final state before the end.
+                    start_subscriptions(
+                        &mut pending,
+                        &mut subscribers,
+                        snapshot.as_ref(),
+                        last_progress,
+                    );
+                }
                 let line: Chunk = Arc::from(progress_line(progress));
                 write_stdout(&line, true, &mut to_stdout);
                 subscribers.retain(|subscriber| subscriber.offer(&line));
                 match progress {
                     Some(time) => last_progress = time,
-                    None => {
-                        // Late subscribers still get the final state before the end.
-                        start_subscriptions(
-                            &mut pending,
-                            &mut subscribers,
-                            snapshot.as_ref(),
-                            last_progress,
-                        );
-                        for subscriber in &subscribers {
-                            subscriber.offer(&line);
-                        }
-                        break;
-                    }
+                    None => break,
                 }
             }
         }

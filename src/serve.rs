@@ -12,8 +12,8 @@ use intentflow_dataflows::ViewName;
 use serde::Deserialize;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 /// A chunk of output lines shared by every subscriber that receives it.
@@ -73,28 +73,72 @@ struct SubscribeLine {
     format: Option<String>,
 }
 
+/// Counts subscriber connections that still have queued output to write, so that the
+/// process can let them finish (up to a deadline) before it exits: a subscriber must see the
+/// final `{"progress":null}` just as stdout does.
+#[derive(Default)]
+pub struct Forwarders {
+    active: Mutex<usize>,
+    idle: Condvar,
+}
+
+impl Forwarders {
+    fn enter(self: &Arc<Self>) -> ForwarderGuard {
+        *self.active.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        ForwarderGuard(Arc::clone(self))
+    }
+
+    /// Waits until every subscriber has written its queue out, or `limit` has passed;
+    /// returns how many were still writing.
+    pub fn wait_idle(&self, limit: Duration) -> usize {
+        let active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        let (active, _) = self
+            .idle
+            .wait_timeout_while(active, limit, |active| *active > 0)
+            .unwrap_or_else(|e| e.into_inner());
+        *active
+    }
+}
+
+struct ForwarderGuard(Arc<Forwarders>);
+
+impl Drop for ForwarderGuard {
+    fn drop(&mut self) {
+        let mut active = self.0.active.lock().unwrap_or_else(|e| e.into_inner());
+        *active -= 1;
+        if *active == 0 {
+            self.0.idle.notify_all();
+        }
+    }
+}
+
 /// Listens on `addr` and forwards every valid subscription to `requests`.
 pub fn spawn_server(
     addr: &str,
     maintained: Vec<ViewName>,
     queue_capacity: usize,
     requests: Sender<SubscribeRequest>,
-) -> Result<std::net::SocketAddr, String> {
+) -> Result<(std::net::SocketAddr, Arc<Forwarders>), String> {
     let listener = TcpListener::bind(addr).map_err(|error| format!("--serve {addr}: {error}"))?;
     let local = listener.local_addr().map_err(|error| error.to_string())?;
+    let forwarders = Arc::new(Forwarders::default());
+    let tracker = Arc::clone(&forwarders);
     std::thread::Builder::new()
         .name("serve".into())
         .spawn(move || {
             for stream in listener.incoming().flatten() {
                 let maintained = maintained.clone();
                 let requests = requests.clone();
+                let tracker = Arc::clone(&tracker);
                 let _ = std::thread::Builder::new()
                     .name("subscriber".into())
-                    .spawn(move || serve_client(stream, &maintained, queue_capacity, &requests));
+                    .spawn(move || {
+                        serve_client(stream, &maintained, queue_capacity, &requests, &tracker)
+                    });
             }
         })
         .map_err(|error| error.to_string())?;
-    Ok(local)
+    Ok((local, forwarders))
 }
 
 fn error_line(message: &str) -> String {
@@ -106,6 +150,7 @@ fn serve_client(
     maintained: &[ViewName],
     queue_capacity: usize,
     requests: &Sender<SubscribeRequest>,
+    forwarders: &Arc<Forwarders>,
 ) {
     let peer = stream
         .peer_addr()
@@ -140,6 +185,9 @@ fn serve_client(
         queue,
         dropped: Arc::clone(&dropped),
     };
+    // Counted before the request is handed over, so that no accepted subscription can be
+    // missed by `wait_idle`.
+    let _counted = forwarders.enter();
     if requests.send(request).is_err() {
         let _ = writer.write_all(error_line("engine is shutting down").as_bytes());
         return;
