@@ -1,8 +1,11 @@
 //! The config file (DESIGN.md §2): TOML, every key optional, defaults = the seed's numbers.
 //! An unknown key or a bad value is an error that names it.
 
-use intentflow_dataflows::model::{EventKind, Score};
-use intentflow_dataflows::params::{SessionParams, ViewParams, Weights};
+use intentflow_dataflows::model::{EventKind, Score, ScrollDepth};
+use intentflow_dataflows::params::{
+    BoostWindow, EngagementParams, FeedbackParams, SessionParams, TypeSet, ViewParams,
+    WindowParams, Weights,
+};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -36,6 +39,43 @@ custom = {}
 # Events of a user that carry no client session id are split into sessions wherever two
 # consecutive events are more than this many milliseconds apart (30 minutes).
 inactivity_gap_ms = 1800000
+
+[engagement]
+# Session engagement classes (seed 1b). A session with any event of a `high_intent` type is
+# high_intent (the sessions view's `high_intent` field counts these events); otherwise one
+# with any event of an `active` type, or scrolled at least `passive_max_scroll` deep, is
+# active; otherwise it is passive. Type names are event types or names in weights.custom.
+high_intent = ["add_to_cart", "purchase"]
+active = ["comment", "share", "wishlist", "bookmark", "form_submit"]
+passive_max_scroll = 0.5
+
+[feedback]
+# Implicit feedback on scores (seeds 4b, 4c).
+# An event on an item with a dwell longer than this adds long_dwell_boost to its score.
+long_dwell_ms = 120000
+long_dwell_boost = 1
+# A page_view or exit with a dwell shorter than this is a quick exit: it subtracts
+# quick_exit_penalty.
+quick_exit_ms = 10000
+quick_exit_penalty = 1
+# A session with one page view, shorter than this (by time span and by dwell), is a bounce.
+bounce_ms = 10000
+# An item quickly exited after following a recommendation (events with `rec`) by at least
+# rejected_min_users distinct users is rejected: every score row of it loses
+# rejected_penalty.
+rejected_min_users = 3
+rejected_penalty = 2
+
+[windows]
+# Every view covers the events of the last span_ms of event time (30 days); an event's
+# contribution is retracted exactly when it leaves.
+span_ms = 2592000000
+# features.active_<N>d: whether the user had an event in the last N days.
+recency_days = [1, 7, 30]
+# Stacked windows approximating time decay: an event younger than span_ms adds `extra`
+# times its score contribution again, e.g. [{ span_ms = 86400000, extra = 1 }] makes the
+# last day count double.
+boost = []
 "#;
 
 #[derive(Debug, Default, Deserialize)]
@@ -43,6 +83,44 @@ inactivity_gap_ms = 1800000
 struct ConfigFile {
     weights: WeightsTable,
     sessions: SessionsTable,
+    engagement: EngagementTable,
+    feedback: FeedbackTable,
+    windows: WindowsTable,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct EngagementTable {
+    high_intent: Option<Vec<String>>,
+    active: Option<Vec<String>>,
+    passive_max_scroll: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FeedbackTable {
+    long_dwell_ms: Option<u64>,
+    long_dwell_boost: Option<f64>,
+    quick_exit_ms: Option<u64>,
+    quick_exit_penalty: Option<f64>,
+    bounce_ms: Option<u64>,
+    rejected_min_users: Option<u64>,
+    rejected_penalty: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct WindowsTable {
+    span_ms: Option<u64>,
+    recency_days: Option<Vec<u64>>,
+    boost: Option<Vec<BoostTable>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BoostTable {
+    span_ms: u64,
+    extra: f64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,6 +160,9 @@ pub fn parse(text: &str) -> Result<ViewParams, String> {
     let file: ConfigFile = toml::from_str(text).map_err(|error| error.to_string())?;
     let mut params = ViewParams::default();
     apply_weights(&file.weights, &mut params.weights)?;
+    apply_engagement(&file.engagement, &file.weights, &mut params.engagement)?;
+    apply_feedback(&file.feedback, &mut params.feedback)?;
+    apply_windows(&file.windows, &mut params.windows)?;
     if let Some(gap) = file.sessions.inactivity_gap_ms {
         if gap == 0 {
             return Err("sessions.inactivity_gap_ms must be positive".into());
@@ -94,13 +175,114 @@ pub fn parse(text: &str) -> Result<ViewParams, String> {
 }
 
 fn weight(key: &str, value: f64) -> Result<Score, String> {
+    score(&format!("weights.{key}"), value)
+}
+
+/// A score-like number; `key` is the full dotted key for the message.
+fn score(key: &str, value: f64) -> Result<Score, String> {
     if value.is_finite() && value.abs() <= 1e9 {
         Ok(Score::from_f64(value))
     } else {
-        Err(format!(
-            "weights.{key} must be a finite number, got {value}"
-        ))
+        Err(format!("{key} must be a finite number, got {value}"))
     }
+}
+
+fn positive(key: &str, value: u64) -> Result<u64, String> {
+    if value == 0 {
+        Err(format!("{key} must be positive"))
+    } else {
+        Ok(value)
+    }
+}
+
+fn type_set(key: &str, names: &[String], weights: &WeightsTable) -> Result<TypeSet, String> {
+    let mut set = TypeSet::default();
+    for name in names {
+        let known = EventKind::from_name(name) != EventKind::Other;
+        if !known && !weights.custom.contains_key(name) {
+            return Err(format!(
+                "{key}: unknown event type {name:?} (a built-in type, or one named in weights.custom)"
+            ));
+        }
+        set.insert(name);
+    }
+    Ok(set)
+}
+
+fn apply_engagement(
+    table: &EngagementTable,
+    weights: &WeightsTable,
+    engagement: &mut EngagementParams,
+) -> Result<(), String> {
+    if let Some(names) = &table.high_intent {
+        engagement.high_intent = type_set("engagement.high_intent", names, weights)?;
+    }
+    if let Some(names) = &table.active {
+        engagement.active = type_set("engagement.active", names, weights)?;
+    }
+    if let Some(scroll) = table.passive_max_scroll {
+        if !(0.0..=1.0).contains(&scroll) {
+            return Err(format!(
+                "engagement.passive_max_scroll must be between 0 and 1, got {scroll}"
+            ));
+        }
+        engagement.passive_max_scroll = ScrollDepth::from_fraction(scroll);
+    }
+    Ok(())
+}
+
+fn apply_feedback(table: &FeedbackTable, feedback: &mut FeedbackParams) -> Result<(), String> {
+    if let Some(ms) = table.long_dwell_ms {
+        feedback.long_dwell_ms = ms;
+    }
+    if let Some(boost) = table.long_dwell_boost {
+        feedback.long_dwell_boost = score("feedback.long_dwell_boost", boost)?;
+    }
+    if let Some(ms) = table.quick_exit_ms {
+        feedback.quick_exit_ms = ms;
+    }
+    if let Some(penalty) = table.quick_exit_penalty {
+        feedback.quick_exit_penalty = score("feedback.quick_exit_penalty", penalty)?;
+    }
+    if let Some(ms) = table.bounce_ms {
+        feedback.bounce_ms = ms;
+    }
+    if let Some(users) = table.rejected_min_users {
+        let users = positive("feedback.rejected_min_users", users)?;
+        feedback.rejected_min_users = usize::try_from(users).unwrap_or(usize::MAX);
+    }
+    if let Some(penalty) = table.rejected_penalty {
+        feedback.rejected_penalty = score("feedback.rejected_penalty", penalty)?;
+    }
+    Ok(())
+}
+
+fn apply_windows(table: &WindowsTable, windows: &mut WindowParams) -> Result<(), String> {
+    if let Some(span) = table.span_ms {
+        windows.span_ms = positive("windows.span_ms", span)?;
+    }
+    if let Some(days) = &table.recency_days {
+        for (index, day) in days.iter().enumerate() {
+            positive(&format!("windows.recency_days[{index}]"), *day)?;
+            if days[..index].contains(day) {
+                return Err(format!("windows.recency_days: {day} is listed twice"));
+            }
+        }
+        windows.recency_days = days.clone();
+    }
+    if let Some(boosts) = &table.boost {
+        windows.boost = boosts
+            .iter()
+            .enumerate()
+            .map(|(index, boost)| {
+                Ok(BoostWindow {
+                    span_ms: positive(&format!("windows.boost[{index}].span_ms"), boost.span_ms)?,
+                    extra: score(&format!("windows.boost[{index}].extra"), boost.extra)?,
+                })
+            })
+            .collect::<Result<_, String>>()?;
+    }
+    Ok(())
 }
 
 fn apply_weights(table: &WeightsTable, weights: &mut Weights) -> Result<(), String> {
@@ -161,5 +343,35 @@ mod tests {
         assert!(error.contains("weigths"), "{error}");
         let error = parse("[weights]\nclick = \"two\"\n").unwrap_err();
         assert!(error.contains("click"), "{error}");
+        let error = parse("[feedback]\nlong_dwel_ms = 1\n").unwrap_err();
+        assert!(error.contains("long_dwel_ms"), "{error}");
+        let error = parse("[engagement]\nactive = [\"comemnt\"]\n").unwrap_err();
+        assert!(error.contains("comemnt"), "{error}");
+        let error = parse("[windows]\nspan_ms = 0\n").unwrap_err();
+        assert!(error.contains("windows.span_ms"), "{error}");
+        let error = parse("[windows]\nboost = [{ span_ms = 5, extar = 1 }]\n").unwrap_err();
+        assert!(error.contains("extar"), "{error}");
+        let error = parse("[engagement]\npassive_max_scroll = 1.5\n").unwrap_err();
+        assert!(error.contains("passive_max_scroll"), "{error}");
+    }
+
+    #[test]
+    fn new_tables_override() {
+        let params = parse(
+            "[weights]\ncustom = { signup = 1 }\n\
+             [engagement]\nactive = [\"signup\"]\n\
+             [feedback]\nrejected_min_users = 5\nquick_exit_penalty = 0.5\n\
+             [windows]\nspan_ms = 86400000\nrecency_days = [1, 3]\n\
+             boost = [{ span_ms = 3600000, extra = 1.5 }]\n",
+        )
+        .unwrap();
+        assert_eq!(params.feedback.rejected_min_users, 5);
+        assert_eq!(params.feedback.quick_exit_penalty, Score(500));
+        assert_eq!(params.windows.span_ms, 86_400_000);
+        assert_eq!(params.windows.recency_days, vec![1, 3]);
+        assert_eq!(params.windows.boost[0].extra, Score(1500));
+        let mut signup = intentflow_dataflows::model::Event::new("u", EventKind::Other, 0);
+        signup.custom_type = Some("signup".into());
+        assert!(params.engagement.active.contains(&signup));
     }
 }

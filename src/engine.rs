@@ -14,7 +14,9 @@ use differential_dataflow::input::InputSession;
 use intentflow_dataflows::model::{CatalogItem, Event, Millis};
 use intentflow_dataflows::params::ViewParams;
 use intentflow_dataflows::{Time, ViewName, ViewRow, build_views};
+use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
 use timely::dataflow::channels::pact::Exchange;
@@ -54,11 +56,15 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
         } else {
             None
         };
+        // Set by the input worker when input ends: one past the last event's time. Windows
+        // schedule retractions beyond it; the final state is the state at the last event,
+        // so nothing at or after the horizon is printed.
+        let horizon: Rc<Cell<Option<Time>>> = Rc::new(Cell::new(None));
         worker.dataflow::<Time, _, _>(|scope| {
             let events = events_in.to_collection(scope);
             let catalog = catalog_in.to_collection(scope);
             let rows = build_views(events, catalog, &params, &views);
-            collect_output(rows.inner, output);
+            collect_output(rows.inner, output, Rc::clone(&horizon));
         });
 
         let feed = if index == 0 {
@@ -68,12 +74,14 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
         };
         if let Some(feed) = feed {
             input_worker.set(std::thread::current()).ok();
+            let mut last_event: Option<Time> = None;
             loop {
                 let mut closed = false;
                 loop {
                     match feed.try_recv() {
                         Ok(ToWorker::Events(events)) => {
                             for (event, time) in events {
+                                last_event = last_event.max(Some(time));
                                 events_in.update_at(event, time, 1);
                             }
                         }
@@ -102,6 +110,8 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
                 events_in.flush();
                 catalog_in.flush();
                 if closed {
+                    let after_input = last_event.map_or(0, |time| time + 1);
+                    horizon.set(Some(after_input.max(*events_in.time())));
                     break;
                 }
                 if feed.is_empty() {
@@ -126,15 +136,26 @@ type RowStream<'s> = timely::dataflow::Stream<'s, Time, Vec<(ViewRow, Time, isiz
 
 /// Gathers every row change on worker 0 and, as the frontier passes each time, hands the
 /// consolidated changes of that time and a progress mark to the output thread.
-fn collect_output(rows: RowStream<'_>, output: Option<Sender<OutputMessage>>) {
+fn collect_output(
+    rows: RowStream<'_>,
+    output: Option<Sender<OutputMessage>>,
+    horizon: Rc<Cell<Option<Time>>>,
+) {
     let mut pending: BTreeMap<Time, Vec<(ViewRow, isize)>> = BTreeMap::new();
     let mut reported: Option<Millis> = Some(0);
     rows.sink(Exchange::new(|_| 0), "Output", move |(input, frontier)| {
+        let horizon = horizon.get();
         input.for_each(|_capability, data| {
             for (row, time, diff) in data.drain(..) {
-                pending.entry(time).or_default().push((row, diff));
+                // Window expiries after the last event: not part of any printed state.
+                if horizon.is_none_or(|horizon| time < horizon) {
+                    pending.entry(time).or_default().push((row, diff));
+                }
             }
         });
+        if let Some(horizon) = horizon {
+            drop(pending.split_off(&horizon));
+        }
         let Some(output) = &output else { return };
         let bound = frontier.frontier().first().copied();
         while let Some(entry) = pending.first_entry() {

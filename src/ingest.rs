@@ -246,6 +246,8 @@ fn load_catalog(path: &Path, bad: &mut BadLines) -> Result<Vec<CatalogItem>, Str
         .map_err(|error| format!("cannot open catalog {}: {error}", path.display()))?;
     let source: Arc<str> = Arc::from(format!("catalog {}", path.display()));
     let mut items = Vec::new();
+    // An item's first line wins: a second category would silently split its affinity.
+    let mut seen: HashSet<ItemId> = HashSet::new();
     read_lines(BufReader::new(file), 1 << 20, |batch| {
         for slot in &batch.slots {
             match slot {
@@ -265,6 +267,10 @@ fn load_catalog(path: &Path, bad: &mut BadLines) -> Result<Vec<CatalogItem>, Str
                     match std::str::from_utf8(raw)
                         .map_err(|e| format!("invalid UTF-8: {e}"))
                         .and_then(parse_catalog_item)
+                        .and_then(|item| match seen.insert(item.item.clone()) {
+                            true => Ok(item),
+                            false => Err(format!("duplicate catalog item {:?}", item.item.as_str())),
+                        })
                     {
                         Ok(item) => items.push(item),
                         Err(reason) => {

@@ -1,7 +1,7 @@
 //! The knobs the views read. The runtime fills them from the config file (DESIGN.md §2);
 //! the defaults are the seed's numbers.
 
-use crate::model::{Event, EventKind, Millis, Score};
+use crate::model::{Event, EventKind, Millis, Score, ScrollDepth};
 use compact_str::CompactString;
 use std::collections::BTreeMap;
 
@@ -90,4 +90,141 @@ impl Default for SessionParams {
 pub struct ViewParams {
     pub weights: Weights,
     pub sessions: SessionParams,
+    pub engagement: EngagementParams,
+    pub feedback: FeedbackParams,
+    pub windows: WindowParams,
+}
+
+/// A set of event types named in the config: known kinds and custom type names.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TypeSet {
+    known: Vec<EventKind>,
+    custom: Vec<CompactString>,
+}
+
+impl TypeSet {
+    pub fn of_kinds(kinds: &[EventKind]) -> Self {
+        TypeSet {
+            known: kinds.to_vec(),
+            custom: Vec::new(),
+        }
+    }
+
+    /// Adds a type by its wire name.
+    pub fn insert(&mut self, name: &str) {
+        match EventKind::from_name(name) {
+            EventKind::Other => self.custom.push(CompactString::new(name)),
+            kind => self.known.push(kind),
+        }
+    }
+
+    pub fn contains(&self, event: &Event) -> bool {
+        match (&event.kind, &event.custom_type) {
+            (EventKind::Other, Some(name)) => self.custom.contains(name),
+            (kind, _) => self.known.contains(kind),
+        }
+    }
+}
+
+/// Session engagement classes (seed 1b).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EngagementParams {
+    /// A session with any of these is `high_intent`; `high_intent` counts them.
+    pub high_intent: TypeSet,
+    /// Otherwise a session with any of these is `active`.
+    pub active: TypeSet,
+    /// Otherwise a session scrolled at least this deep is `active`, else `passive`.
+    pub passive_max_scroll: ScrollDepth,
+}
+
+impl Default for EngagementParams {
+    fn default() -> Self {
+        use EventKind::*;
+        EngagementParams {
+            high_intent: TypeSet::of_kinds(&[AddToCart, Purchase]),
+            active: TypeSet::of_kinds(&[Comment, Share, Wishlist, Bookmark, FormSubmit]),
+            passive_max_scroll: ScrollDepth::from_fraction(0.5),
+        }
+    }
+}
+
+/// Implicit feedback (seed 4b, 4c): dwell and quick exits adjust scores.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FeedbackParams {
+    /// An event on an item with a longer dwell adds `long_dwell_boost`.
+    pub long_dwell_ms: u64,
+    pub long_dwell_boost: Score,
+    /// A page view or exit with a shorter dwell is a quick exit and subtracts
+    /// `quick_exit_penalty`.
+    pub quick_exit_ms: u64,
+    pub quick_exit_penalty: Score,
+    /// A single-page session shorter than this is a bounce.
+    pub bounce_ms: u64,
+    /// An item quickly exited from a recommendation by at least this many distinct users
+    /// is rejected: every user's score for it loses `rejected_penalty`.
+    pub rejected_min_users: usize,
+    pub rejected_penalty: Score,
+}
+
+impl Default for FeedbackParams {
+    fn default() -> Self {
+        FeedbackParams {
+            long_dwell_ms: 120_000,
+            long_dwell_boost: Score::from_f64(1.0),
+            quick_exit_ms: 10_000,
+            quick_exit_penalty: Score::from_f64(1.0),
+            bounce_ms: 10_000,
+            rejected_min_users: 3,
+            rejected_penalty: Score::from_f64(2.0),
+        }
+    }
+}
+
+impl FeedbackParams {
+    /// Whether the event is a page left within `quick_exit_ms`.
+    pub fn is_quick_exit(&self, event: &Event) -> bool {
+        matches!(event.kind, EventKind::PageView | EventKind::Exit)
+            && event.dwell_ms.is_some_and(|dwell| dwell < self.quick_exit_ms)
+    }
+
+    /// The implicit-feedback adjustment one event makes to its item's score.
+    pub fn adjustment(&self, event: &Event) -> Score {
+        let mut adjustment = 0;
+        if event.dwell_ms.is_some_and(|dwell| dwell > self.long_dwell_ms) {
+            adjustment += self.long_dwell_boost.0;
+        }
+        if self.is_quick_exit(event) {
+            adjustment -= self.quick_exit_penalty.0;
+        }
+        Score(adjustment)
+    }
+}
+
+/// A stacked window: events younger than `span_ms` count `extra` times more.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BoostWindow {
+    pub span_ms: Millis,
+    pub extra: Score,
+}
+
+/// Event-time windows (DESIGN.md §3): contributions are retracted when they leave.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WindowParams {
+    /// Every view is computed over the events of the last `span_ms`.
+    pub span_ms: Millis,
+    /// `features.active_<N>d`: whether the user had an event in the last N days.
+    pub recency_days: Vec<u64>,
+    pub boost: Vec<BoostWindow>,
+}
+
+pub const DAY_MS: Millis = 86_400_000;
+
+impl Default for WindowParams {
+    fn default() -> Self {
+        WindowParams {
+            span_ms: 30 * DAY_MS,
+            recency_days: vec![1, 7, 30],
+            boost: Vec::new(),
+        }
+    }
 }

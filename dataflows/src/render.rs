@@ -2,7 +2,8 @@
 //! names. Rendering happens on the worker that owns the key, so the single output worker
 //! only consolidates and prints.
 
-use crate::model::{ItemId, Score, ScrollDepth, UserId};
+use crate::features::Features;
+use crate::model::{Category, ItemId, Score, ScrollDepth, UserId};
 use crate::sessions::{SessionAggregate, SessionKey};
 use serde::{Deserialize, Serialize, Serializer};
 use std::fmt;
@@ -13,15 +14,24 @@ use std::str::FromStr;
 pub enum ViewName {
     Sessions,
     Scores,
+    Affinity,
+    Features,
 }
 
 impl ViewName {
-    pub const ALL: [ViewName; 2] = [ViewName::Sessions, ViewName::Scores];
+    pub const ALL: [ViewName; 4] = [
+        ViewName::Sessions,
+        ViewName::Scores,
+        ViewName::Affinity,
+        ViewName::Features,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             ViewName::Sessions => "sessions",
             ViewName::Scores => "scores",
+            ViewName::Affinity => "affinity",
+            ViewName::Features => "features",
         }
     }
 }
@@ -87,6 +97,20 @@ impl From<ScrollDepth> for Fixed {
     }
 }
 
+/// A share `part / whole` rounded half up to four decimals; zero when `whole` is zero.
+fn share(part: u64, whole: u64) -> Fixed {
+    let units = if whole == 0 {
+        0
+    } else {
+        let (part, whole) = (u128::from(part), u128::from(whole));
+        ((20_000 * part + whole) / (2 * whole)) as i64
+    };
+    Fixed {
+        units,
+        scale: 10_000,
+    }
+}
+
 fn to_json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("view rows serialize to JSON")
 }
@@ -100,16 +124,24 @@ pub fn session_row(key: &SessionKey, aggregate: &SessionAggregate) -> ViewRow {
         events: u64,
         page_views: u64,
         high_intent: u64,
+        purchases: u64,
+        dwell_ms: u64,
         max_scroll: Fixed,
+        bounce: bool,
+        engagement: &'static str,
     }
     let value = Value {
         start: aggregate.start,
         end: aggregate.end,
-        duration_ms: aggregate.end - aggregate.start,
+        duration_ms: aggregate.duration_ms(),
         events: aggregate.events,
         page_views: aggregate.page_views,
         high_intent: aggregate.high_intent,
+        purchases: aggregate.purchases,
+        dwell_ms: aggregate.dwell_ms,
         max_scroll: aggregate.max_scroll.into(),
+        bounce: aggregate.bounce,
+        engagement: aggregate.engagement.as_str(),
     };
     ViewRow {
         view: ViewName::Sessions,
@@ -134,5 +166,56 @@ pub fn score_row(user: &UserId, item: &ItemId, score: Score) -> ViewRow {
         value: to_json(&Value {
             score: score.into(),
         }),
+    }
+}
+
+pub fn affinity_row(user: &UserId, category: &Category, score: Score) -> ViewRow {
+    #[derive(Serialize)]
+    struct Key<'a> {
+        user: &'a UserId,
+        category: &'a Category,
+    }
+    #[derive(Serialize)]
+    struct Value {
+        score: Fixed,
+    }
+    ViewRow {
+        view: ViewName::Affinity,
+        key: to_json(&Key { user, category }),
+        value: to_json(&Value {
+            score: score.into(),
+        }),
+    }
+}
+
+/// Renders a feature vector; `recency_days` names its `active_<N>d` flags.
+pub fn features_row(user: &UserId, features: &Features, recency_days: &[u64]) -> ViewRow {
+    #[derive(Serialize)]
+    struct Key<'a> {
+        user: &'a UserId,
+    }
+    let mut value = serde_json::Map::new();
+    let mut put = |name: &str, field: serde_json::Value| {
+        value.insert(name.to_string(), field);
+    };
+    put("sessions", features.sessions.into());
+    put("avg_session_ms", features.avg_session_ms.into());
+    put("page_views", features.page_views.into());
+    put("high_intent", features.high_intent.into());
+    put("purchases", features.purchases.into());
+    put("categories", features.categories.into());
+    let json = |fixed: Fixed| serde_json::to_value(fixed).expect("a number");
+    put(
+        "active_share",
+        json(share(features.engaged_sessions, features.sessions)),
+    );
+    put("bounce_rate", json(share(features.bounces, features.sessions)));
+    for (days, active) in recency_days.iter().zip(&features.active) {
+        put(&format!("active_{days}d"), (*active).into());
+    }
+    ViewRow {
+        view: ViewName::Features,
+        key: to_json(&Key { user }),
+        value: to_json(&value),
     }
 }

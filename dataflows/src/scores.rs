@@ -1,26 +1,100 @@
-//! The `scores` view (seed 1a): weighted intent per (user, item),
-//! `click*1 + add_to_cart*3 + purchase*5` by default.
+//! The `scores` view (seeds 1a, 4b, 4c): implicit-feedback adjusted, windowed intent per
+//! (user, item), `click*1 + add_to_cart*3 + purchase*5` by default.
 //!
-//! The weight moves into the difference component, so differential sums it in place: the
-//! per-key state is one accumulated number, whatever the number of events.
+//! Each event's contribution (its type's weight, plus a long-dwell boost, minus a quick-exit
+//! penalty) travels as the difference of a `(user, item)` record, so differential sums it in
+//! place: the per-key state is one number per distinct time, whatever the number of events.
+//! The contribution is retracted when the event leaves the window, and stacked boost windows
+//! add scaled copies with shorter lives, which approximates time decay.
+//!
+//! Items that many users leave quickly after following a recommendation are rejected: each
+//! of their rows loses a fixed penalty (seed 4b, deprioritise such content).
 
 use crate::Time;
 use crate::model::{Event, ItemId, Score, UserId};
-use crate::params::Weights;
+use crate::params::ViewParams;
+use crate::windows::sliding;
 use differential_dataflow::VecCollection;
 
-/// Maintains the `scores` view: a row per (user, item) whose score is non-zero.
+pub type ScoreKey = (UserId, ItemId);
+
+/// One event's contribution to its (user, item) score before stacked windows.
+fn contribution(event: &Event, params: &ViewParams) -> Score {
+    Score(params.weights.of(event).0 + params.feedback.adjustment(event).0)
+}
+
+/// The contribution's extra weight inside a boost window; truncated toward zero.
+fn boosted(contribution: Score, extra: Score) -> Score {
+    Score(((i128::from(contribution.0) * i128::from(extra.0)) / 1_000) as i64)
+}
+
+/// Maintains the `scores` view: a row per (user, item) whose windowed score is non-zero.
 pub fn scores<'s>(
     events: VecCollection<'s, Time, Event>,
-    weights: &Weights,
-) -> VecCollection<'s, Time, ((UserId, ItemId), Score)> {
-    let weights = weights.clone();
-    events
-        .explode(move |event| {
-            let weight = weights.of(&event).0 as isize;
+    params: &ViewParams,
+) -> VecCollection<'s, Time, (ScoreKey, Score)> {
+    let contributions = {
+        let params = params.clone();
+        events.clone().flat_map(move |event| {
+            let amount = contribution(&event, &params);
             let key = event.item.map(|item| (event.user, item));
-            key.filter(|_| weight != 0).map(|key| (key, weight))
+            key.filter(|_| amount.0 != 0).map(|key| (key, amount))
         })
+    };
+    let mut windowed = vec![sliding(
+        contributions.clone().explode(|(key, amount)| Some((key, amount.0 as isize))),
+        params.windows.span_ms,
+    )];
+    for boost in &params.windows.boost {
+        let extra = boost.extra;
+        let scaled = contributions.clone().explode(move |(key, amount)| {
+            let amount = boosted(amount, extra).0;
+            (amount != 0).then_some((key, amount as isize))
+        });
+        windowed.push(sliding(scaled, boost.span_ms));
+    }
+    let base = differential_dataflow::collection::concatenate(events.scope(), windowed)
         .count()
-        .map(|(key, total)| (key, Score(total as i64)))
+        .map(|(key, total)| (key, Score(total as i64)));
+    with_rejections(base, rejected_items(events, params), params.feedback.rejected_penalty)
+}
+
+/// Items quickly exited from a recommendation by at least `rejected_min_users` distinct
+/// users within the window.
+fn rejected_items<'s>(
+    events: VecCollection<'s, Time, Event>,
+    params: &ViewParams,
+) -> VecCollection<'s, Time, ItemId> {
+    let feedback = params.feedback.clone();
+    let exits = events.flat_map(move |event| {
+        let rejected = event.rec.is_some() && feedback.is_quick_exit(&event);
+        event.item.filter(|_| rejected).map(|item| (item, event.user))
+    });
+    let min_users = params.feedback.rejected_min_users;
+    sliding(exits, params.windows.span_ms)
+        .reduce_named("RejectedItems", move |_item, users, output| {
+            // One entry per distinct user, whatever their number of exits.
+            if users.len() >= min_users {
+                output.push(((), 1));
+            }
+        })
+        .map(|(item, ())| item)
+}
+
+/// Subtracts `penalty` from every row of a rejected item; rows that reach zero vanish.
+fn with_rejections<'s>(
+    base: VecCollection<'s, Time, (ScoreKey, Score)>,
+    rejected: VecCollection<'s, Time, ItemId>,
+    penalty: Score,
+) -> VecCollection<'s, Time, (ScoreKey, Score)> {
+    let penalized = base
+        .clone()
+        .map(|((user, item), score)| (item, (user, score)))
+        .semijoin(rejected)
+        .map(|(item, (user, score))| ((user, item), score));
+    let adjusted = penalized
+        .clone()
+        .map(move |(key, score)| (key, Score(score.0 - penalty.0)))
+        .filter(|(_, score)| score.0 != 0);
+    base.concat(penalized.negate()).concat(adjusted)
 }

@@ -1,5 +1,5 @@
-//! The `sessions` view (seed 1a): per (user, session) start, end, event and page-view counts,
-//! high-intent actions and maximum scroll depth.
+//! The `sessions` view (seeds 1a, 1b): per (user, session) start, end, counts, dwell, maximum
+//! scroll depth, bounce and engagement class, over the events in the window.
 //!
 //! Events carrying a client session id are grouped by it. A user's events without one are
 //! split wherever two consecutive events are more than the inactivity gap apart; such a
@@ -8,17 +8,40 @@
 
 use crate::Time;
 use crate::model::{Event, EventKind, Millis, ScrollDepth, SessionId, UserId};
-use crate::params::SessionParams;
+use crate::params::{EngagementParams, FeedbackParams, ViewParams};
+use crate::windows::sliding;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 
 /// What a session needs to know of one event; ordered by time first, so a reduce sees a
-/// group's events in time order.
+/// group's events in time order. The event's type is reduced to the classes the session
+/// counts, so the configured type lists are applied once, where the event enters.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SessionEvent {
     pub ts: Millis,
-    pub kind: EventKind,
+    pub class: EventClass,
     pub scroll: Option<ScrollDepth>,
+    pub dwell_ms: u64,
+}
+
+/// The bits of an event's type a session aggregates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct EventClass {
+    pub page_view: bool,
+    pub purchase: bool,
+    pub high_intent: bool,
+    pub active: bool,
+}
+
+impl EventClass {
+    pub fn of(event: &Event, engagement: &EngagementParams) -> Self {
+        EventClass {
+            page_view: event.kind == EventKind::PageView,
+            purchase: event.kind == EventKind::Purchase,
+            high_intent: engagement.high_intent.contains(event),
+            active: engagement.active.contains(event),
+        }
+    }
 }
 
 /// Identifies a session in the view's output.
@@ -26,6 +49,25 @@ pub struct SessionEvent {
 pub struct SessionKey {
     pub user: UserId,
     pub session: SessionId,
+}
+
+/// How engaged a session is (seed 1b), in increasing order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Engagement {
+    Passive,
+    Active,
+    HighIntent,
+}
+
+impl Engagement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engagement::Passive => "passive",
+            Engagement::Active => "active",
+            Engagement::HighIntent => "high_intent",
+        }
+    }
 }
 
 /// One session's aggregate (the `sessions` view's value).
@@ -36,7 +78,12 @@ pub struct SessionAggregate {
     pub events: u64,
     pub page_views: u64,
     pub high_intent: u64,
+    pub purchases: u64,
+    pub active_actions: u64,
+    pub dwell_ms: u64,
     pub max_scroll: ScrollDepth,
+    pub bounce: bool,
+    pub engagement: Engagement,
 }
 
 impl SessionAggregate {
@@ -47,7 +94,12 @@ impl SessionAggregate {
             events: 0,
             page_views: 0,
             high_intent: 0,
+            purchases: 0,
+            active_actions: 0,
+            dwell_ms: 0,
             max_scroll: ScrollDepth::default(),
+            bounce: false,
+            engagement: Engagement::Passive,
         }
     }
 
@@ -56,15 +108,33 @@ impl SessionAggregate {
         self.start = self.start.min(event.ts);
         self.end = self.end.max(event.ts);
         self.events += count;
-        if event.kind == EventKind::PageView {
-            self.page_views += count;
-        }
-        if event.kind.is_high_intent() {
-            self.high_intent += count;
-        }
+        let class = event.class;
+        self.page_views += count * u64::from(class.page_view);
+        self.purchases += count * u64::from(class.purchase);
+        self.high_intent += count * u64::from(class.high_intent);
+        self.active_actions += count * u64::from(class.active);
+        self.dwell_ms = self.dwell_ms.saturating_add(count * event.dwell_ms);
         if let Some(scroll) = event.scroll {
             self.max_scroll = self.max_scroll.max(scroll);
         }
+    }
+
+    /// Derives the classifications once every event is in.
+    fn classify(&mut self, engagement: &EngagementParams, feedback: &FeedbackParams) {
+        self.engagement = if self.high_intent > 0 {
+            Engagement::HighIntent
+        } else if self.active_actions > 0 || self.max_scroll >= engagement.passive_max_scroll {
+            Engagement::Active
+        } else {
+            Engagement::Passive
+        };
+        self.bounce = self.page_views == 1
+            && self.end - self.start < feedback.bounce_ms
+            && self.dwell_ms < feedback.bounce_ms;
+    }
+
+    pub fn duration_ms(&self) -> Millis {
+        self.end - self.start
     }
 }
 
@@ -92,22 +162,24 @@ pub fn derived_session_id(start: Millis) -> SessionId {
     SessionId::new(&format!("auto-{start}"))
 }
 
-/// Maintains the `sessions` view.
+/// Maintains the `sessions` view over the events of the window.
 pub fn sessions<'s>(
     events: VecCollection<'s, Time, Event>,
-    params: &SessionParams,
+    params: &ViewParams,
 ) -> VecCollection<'s, Time, (SessionKey, SessionAggregate)> {
-    let gap_ms = params.inactivity_gap_ms;
-    events
-        .map(|event| {
-            let group = (event.user, event.session);
-            let summary = SessionEvent {
-                ts: event.ts,
-                kind: event.kind,
-                scroll: event.scroll,
-            };
-            (group, summary)
-        })
+    let gap_ms = params.sessions.inactivity_gap_ms;
+    let (engagement, feedback) = (params.engagement.clone(), params.feedback.clone());
+    let summaries = events.map(move |event| {
+        let summary = SessionEvent {
+            ts: event.ts,
+            class: EventClass::of(&event, &engagement),
+            scroll: event.scroll,
+            dwell_ms: event.dwell_ms.unwrap_or(0),
+        };
+        ((event.user, event.session), summary)
+    });
+    let engagement = params.engagement.clone();
+    sliding(summaries, params.windows.span_ms)
         .reduce_named(
             "Sessions",
             move |(_user, client_session),
@@ -115,19 +187,22 @@ pub fn sessions<'s>(
                   output: &mut Vec<((SessionId, SessionAggregate), isize)>| {
                 // `input` is sorted by value, i.e. by time, with positive multiplicities.
                 let events = input.iter().map(|(event, count)| (*event, *count as u64));
-                match client_session {
+                let mut found = match client_session {
                     Some(id) => {
                         let mut aggregate = SessionAggregate::starting_at(input[0].0.ts);
                         for (event, count) in events {
                             aggregate.absorb(event, count);
                         }
-                        output.push(((id.clone(), aggregate), 1));
+                        vec![(id.clone(), aggregate)]
                     }
-                    None => {
-                        for aggregate in split_by_gap(events, gap_ms) {
-                            output.push(((derived_session_id(aggregate.start), aggregate), 1));
-                        }
-                    }
+                    None => split_by_gap(events, gap_ms)
+                        .into_iter()
+                        .map(|aggregate| (derived_session_id(aggregate.start), aggregate))
+                        .collect(),
+                };
+                for (id, mut aggregate) in found.drain(..) {
+                    aggregate.classify(&engagement, &feedback);
+                    output.push(((id, aggregate), 1));
                 }
             },
         )
