@@ -66,6 +66,10 @@ pub struct RunArgs {
     /// Do not print changes to stdout (useful with --serve).
     #[arg(long)]
     pub no_stdout: bool,
+    /// Append, whenever the output frontier moves, each worker's live record count per
+    /// arrangement to FILE as JSON lines (to watch state size).
+    #[arg(long, value_name = "FILE")]
+    pub arrangement_stats: Option<std::path::PathBuf>,
     /// Event time is coarsened to ticks of this many milliseconds: larger ticks batch more
     /// work per step (throughput), smaller ticks emit sooner (latency).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]

@@ -3,8 +3,8 @@
 
 use intentflow_dataflows::model::{EventKind, Score, ScrollDepth};
 use intentflow_dataflows::params::{
-    BoostWindow, EngagementParams, FeedbackParams, SessionParams, TypeSet, ViewParams,
-    WindowParams, Weights,
+    BoostWindow, EngagementParams, FeedbackParams, SessionParams, TypeSet, ViewParams, Weights,
+    WindowParams,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;

@@ -8,6 +8,7 @@
 
 use crate::ingest::ToWorker;
 use crate::output::OutputMessage;
+use crate::stats::{ArrangementStats, StatsFile};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::input::InputSession;
@@ -19,7 +20,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::operator::Operator;
 
 /// What the engine runs and how it is wired to the rest of the process.
@@ -32,6 +33,8 @@ pub struct EngineSetup {
     pub output: Option<Sender<OutputMessage>>,
     /// Where the input worker publishes its thread, so ingest can wake it.
     pub input_worker: Arc<OnceLock<Thread>>,
+    /// `--arrangement-stats`: where workers write their arrangement sizes.
+    pub stats: Option<StatsFile>,
 }
 
 /// Runs the dataflow on all workers of this process until the input closes and every view
@@ -44,6 +47,7 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
         input,
         output,
         input_worker,
+        stats,
     } = setup;
     let input = Arc::new(Mutex::new(input));
     let output = Arc::new(Mutex::new(output));
@@ -60,10 +64,16 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
         // schedule retractions beyond it; the final state is the state at the last event,
         // so nothing at or after the horizon is printed.
         let horizon: Rc<Cell<Option<Time>>> = Rc::new(Cell::new(None));
+        let stats = stats
+            .clone()
+            .and_then(|file| ArrangementStats::register(worker, file));
         worker.dataflow::<Time, _, _>(|scope| {
             let events = events_in.to_collection(scope);
             let catalog = catalog_in.to_collection(scope);
             let rows = build_views(events, catalog, &params, &views);
+            if let Some(stats) = stats {
+                sample_on_progress(rows.inner.clone(), stats);
+            }
             collect_output(rows.inner, output, Rc::clone(&horizon));
         });
 
@@ -130,6 +140,19 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
         result?;
     }
     Ok(())
+}
+
+/// Samples this worker's arrangement sizes whenever its view of the output frontier moves.
+fn sample_on_progress(rows: RowStream<'_>, stats: ArrangementStats) {
+    let mut sampled: Option<Option<Time>> = None;
+    rows.sink(Pipeline, "ArrangementStats", move |(input, frontier)| {
+        input.for_each(|_, _| {});
+        let now = frontier.frontier().first().copied();
+        if sampled != Some(now) {
+            sampled = Some(now);
+            stats.sample(now);
+        }
+    });
 }
 
 type RowStream<'s> = timely::dataflow::Stream<'s, Time, Vec<(ViewRow, Time, isize)>>;

@@ -269,9 +269,10 @@ fn load_catalog(path: &Path, bad: &mut BadLines) -> Result<Vec<CatalogItem>, Str
                         .and_then(parse_catalog_item)
                         .and_then(|item| match seen.insert(item.item.clone()) {
                             true => Ok(item),
-                            false => Err(format!("duplicate catalog item {:?}", item.item.as_str())),
-                        })
-                    {
+                            false => {
+                                Err(format!("duplicate catalog item {:?}", item.item.as_str()))
+                            }
+                        }) {
                         Ok(item) => items.push(item),
                         Err(reason) => {
                             bad.report(&source, *number, &reason, Some(raw));

@@ -12,3 +12,4 @@ pub mod lines;
 pub mod output;
 pub mod parse;
 pub mod serve;
+pub mod stats;

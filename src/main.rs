@@ -154,6 +154,16 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
         engine_output = Some(to_output);
     }
 
+    let stats = match &args.arrangement_stats {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .map_err(|e| format!("--arrangement-stats {}: {e}", path.display()))?;
+            Some(Arc::new(std::sync::Mutex::new(std::io::BufWriter::new(
+                file,
+            ))))
+        }
+        None => None,
+    };
     let setup = engine::EngineSetup {
         timely,
         params,
@@ -161,6 +171,7 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
         input: engine_input,
         output: engine_output,
         input_worker,
+        stats,
     };
     engine::run(setup)?;
 

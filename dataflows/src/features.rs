@@ -68,7 +68,9 @@ pub fn features<'s>(
         affinity_users_categories.map(|(user, category)| (user, Part::Category(category))),
     ];
     for (index, days) in windows.recency_days.iter().enumerate() {
-        let activity = events.clone().map(move |event| (event.user, Part::Recent(index)));
+        let activity = events
+            .clone()
+            .map(move |event| (event.user, Part::Recent(index)));
         parts.push(sliding(activity, days.saturating_mul(DAY_MS)));
     }
     let recency_windows = windows.recency_days.len();
@@ -103,9 +105,7 @@ pub fn features<'s>(
                     Part::Recent(index) => features.active[*index] = true,
                 }
             }
-            if features.sessions > 0 {
-                features.avg_session_ms = total_duration / features.sessions;
-            }
+            features.avg_session_ms = total_duration.checked_div(features.sessions).unwrap_or(0);
             output.push((features, 1));
         },
     )

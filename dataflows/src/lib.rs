@@ -70,9 +70,8 @@ pub fn build_views<'s>(
         let categories = affinity.map(|((user, category), _)| (user, category));
         let recency_days = params.windows.recency_days.clone();
         outputs.push(
-            features::features(events.clone(), sessions, categories, &params.windows).map(
-                move |(user, features)| render::features_row(&user, &features, &recency_days),
-            ),
+            features::features(events.clone(), sessions, categories, &params.windows)
+                .map(move |(user, features)| render::features_row(&user, &features, &recency_days)),
         );
     }
     let scope = events.scope();

@@ -184,13 +184,18 @@ impl FeedbackParams {
     /// Whether the event is a page left within `quick_exit_ms`.
     pub fn is_quick_exit(&self, event: &Event) -> bool {
         matches!(event.kind, EventKind::PageView | EventKind::Exit)
-            && event.dwell_ms.is_some_and(|dwell| dwell < self.quick_exit_ms)
+            && event
+                .dwell_ms
+                .is_some_and(|dwell| dwell < self.quick_exit_ms)
     }
 
     /// The implicit-feedback adjustment one event makes to its item's score.
     pub fn adjustment(&self, event: &Event) -> Score {
         let mut adjustment = 0;
-        if event.dwell_ms.is_some_and(|dwell| dwell > self.long_dwell_ms) {
+        if event
+            .dwell_ms
+            .is_some_and(|dwell| dwell > self.long_dwell_ms)
+        {
             adjustment += self.long_dwell_boost.0;
         }
         if self.is_quick_exit(event) {

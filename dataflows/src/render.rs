@@ -209,7 +209,10 @@ pub fn features_row(user: &UserId, features: &Features, recency_days: &[u64]) ->
         "active_share",
         json(share(features.engaged_sessions, features.sessions)),
     );
-    put("bounce_rate", json(share(features.bounces, features.sessions)));
+    put(
+        "bounce_rate",
+        json(share(features.bounces, features.sessions)),
+    );
     for (days, active) in recency_days.iter().zip(&features.active) {
         put(&format!("active_{days}d"), (*active).into());
     }

@@ -42,7 +42,9 @@ pub fn scores<'s>(
         })
     };
     let mut windowed = vec![sliding(
-        contributions.clone().explode(|(key, amount)| Some((key, amount.0 as isize))),
+        contributions
+            .clone()
+            .explode(|(key, amount)| Some((key, amount.0 as isize))),
         params.windows.span_ms,
     )];
     for boost in &params.windows.boost {
@@ -56,7 +58,11 @@ pub fn scores<'s>(
     let base = differential_dataflow::collection::concatenate(events.scope(), windowed)
         .count()
         .map(|(key, total)| (key, Score(total as i64)));
-    with_rejections(base, rejected_items(events, params), params.feedback.rejected_penalty)
+    with_rejections(
+        base,
+        rejected_items(events, params),
+        params.feedback.rejected_penalty,
+    )
 }
 
 /// Items quickly exited from a recommendation by at least `rejected_min_users` distinct
@@ -68,7 +74,10 @@ fn rejected_items<'s>(
     let feedback = params.feedback.clone();
     let exits = events.flat_map(move |event| {
         let rejected = event.rec.is_some() && feedback.is_quick_exit(&event);
-        event.item.filter(|_| rejected).map(|item| (item, event.user))
+        event
+            .item
+            .filter(|_| rejected)
+            .map(|item| (item, event.user))
     });
     let min_users = params.feedback.rejected_min_users;
     sliding(exits, params.windows.span_ms)

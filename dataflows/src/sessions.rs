@@ -25,7 +25,9 @@ pub struct SessionEvent {
 }
 
 /// The bits of an event's type a session aggregates.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct EventClass {
     pub page_view: bool,
     pub purchase: bool,
