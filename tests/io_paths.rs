@@ -445,3 +445,33 @@ fn two_processes_agree_with_one() {
     assert!(first.stdout.ends_with("{\"progress\":null}\n"));
     assert_eq!(changes(&first.stdout), changes(&expected.stdout));
 }
+
+#[test]
+fn example_config_visibly_changes_scores() {
+    let events = repo_path("examples/events.jsonl");
+    let catalog = repo_path("examples/catalog.jsonl");
+    let config = repo_path("examples/intentflow.toml");
+    let catalog = catalog.to_str().unwrap();
+    let scores = |extra: &[&str]| {
+        let mut flags = vec!["--catalog", catalog, "--views", "scores"];
+        flags.extend_from_slice(extra);
+        run_engine(&events, &flags).output().final_state()
+    };
+    let defaults = scores(&[]);
+    let configured = scores(&["--config", config.to_str().unwrap()]);
+    assert!(!defaults.is_empty());
+    // add_to_cart weighs 4 instead of 3 and the last day counts double: many rows rise.
+    let raised = defaults
+        .iter()
+        .filter(|(row, (value, _))| {
+            configured.get(*row).is_some_and(|(new, _)| {
+                new["score"].as_f64().unwrap() > value["score"].as_f64().unwrap()
+            })
+        })
+        .count();
+    assert!(
+        raised > defaults.len() / 10,
+        "only {raised} of {} rows rose",
+        defaults.len()
+    );
+}
