@@ -192,7 +192,10 @@ fn collect_output(
                 let _ = output.send(OutputMessage::Changes { time, rows });
             }
         }
-        if bound != reported {
+        // Past the horizon only expiries remain, none of them printed: no progress to claim
+        // until the end.
+        let beyond = matches!((bound, horizon), (Some(bound), Some(horizon)) if bound > horizon);
+        if bound != reported && !beyond {
             reported = bound;
             let _ = output.send(OutputMessage::Progress(bound));
         }

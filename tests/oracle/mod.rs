@@ -1,12 +1,15 @@
 //! The batch reference (DESIGN.md §8): every view computed from scratch in plain Rust, from
-//! the decisions in the semantics brief for issue 2, with no timely or differential.
+//! the semantics briefs (issue 2: events, time, sessions, scores; issue 3: windows,
+//! engagement, implicit feedback, affinity, features), with no timely or differential.
 //!
 //! - `parse_event`: which lines are events, and what their fields mean;
+//! - `parse_config`, `Catalog::parse`: the run's config (TOML) and catalog (JSON lines);
 //! - `stamp_effective_times`: the time at which the engine applies each event (tick,
 //!   watermark, late events applied at the watermark);
-//! - one function per view (`sessions`, `scores`), each a function of a set of events;
-//! - `Oracle`: the views over "all events with effective time < P", and the check of an
-//!   engine run against them at every progress line.
+//! - `views_at`: every view at a time T, from the events in the window at T
+//!   (`sessions`, `scores`, `affinity`, `features`);
+//! - `Oracle`: the views after any progress line (T = P - 1) and at the end (T = the last
+//!   effective time), and the check of an engine run against them.
 //!
 //! Include it together with `tests/common` (`mod common; mod oracle;`).
 #![allow(dead_code)]
@@ -205,8 +208,16 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+
+impl Event {
+    /// The event carries a `rec` field (present and not null; its value is not looked at).
+    pub fn has_rec(&self) -> bool {
+        self.fields.get("rec").is_some_and(|v| !v.is_null())
+    }
+}
+
 // ---------------------------------------------------------------------------------------
-// Run parameters
+// Run parameters: config (TOML) and catalog
 // ---------------------------------------------------------------------------------------
 
 /// The event types DESIGN.md §2 knows; `[weights]` may name these directly, others go
@@ -227,11 +238,21 @@ pub const KNOWN_TYPES: &[&str] = &[
     "exit",
 ];
 
+/// One day in ms (recency windows are `N` days).
+pub const DAY_MS: i64 = 86_400_000;
+
+/// A configured number `x` in fixed point: `round(x * 1000)` (half away from zero).
+pub fn to_milli(x: f64) -> i64 {
+    (x * 1000.0).round() as i64
+}
+
 /// Intent weight per event type, in thousandths (the engine's fixed point). Types without
 /// a weight weigh 0.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Weights {
     milli: BTreeMap<String, i64>,
+    /// The names under `weights.custom` (types the engine does not know).
+    custom: BTreeSet<String>,
 }
 
 impl Default for Weights {
@@ -240,6 +261,7 @@ impl Default for Weights {
     fn default() -> Weights {
         let mut weights = Weights {
             milli: BTreeMap::new(),
+            custom: BTreeSet::new(),
         };
         for (kind, w) in [
             ("click", 1.0),
@@ -259,46 +281,340 @@ impl Default for Weights {
 
 impl Weights {
     pub fn set(&mut self, kind: &str, weight: f64) {
-        self.milli
-            .insert(kind.to_string(), (weight * 1000.0).round() as i64);
+        self.milli.insert(kind.to_string(), to_milli(weight));
     }
 
     pub fn milli(&self, kind: &str) -> i64 {
         self.milli.get(kind).copied().unwrap_or(0)
     }
 
+    /// A known event type or a name under `weights.custom`.
+    pub fn names_type(&self, kind: &str) -> bool {
+        KNOWN_TYPES.contains(&kind) || self.custom.contains(kind)
+    }
+
     /// Defaults overridden by the `[weights]` table of a config file:
     /// `click = 2`, `page_view = 0.5`, `custom = { newsletter_signup = 4 }`.
     pub fn from_config(toml_text: &str) -> Weights {
-        let config: toml::Table =
-            toml::from_str(toml_text).unwrap_or_else(|e| panic!("test config is not TOML: {e}"));
-        let mut weights = Weights::default();
-        let Some(table) = config.get("weights") else {
-            return weights;
-        };
-        let number = |name: &str, v: &toml::Value| match v {
-            toml::Value::Integer(i) => *i as f64,
-            toml::Value::Float(f) => *f,
-            other => panic!("test config: weight {name} = {other} is not a number"),
-        };
-        for (name, value) in table.as_table().expect("[weights] is a table") {
+        parse_config(toml_text)
+            .unwrap_or_else(|e| panic!("test config: {e}"))
+            .weights
+    }
+}
+
+/// `[engagement]`: which sessions are passive, active or high intent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Engagement {
+    /// Event types that make a session `high_intent` (and are counted in `high_intent`).
+    pub high_intent: Vec<String>,
+    /// Event types that make a session `active`.
+    pub active: Vec<String>,
+    /// A session scrolled at least this deep is `active`.
+    pub passive_max_scroll: f64,
+}
+
+impl Default for Engagement {
+    fn default() -> Engagement {
+        let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
+        Engagement {
+            high_intent: names(&["add_to_cart", "purchase"]),
+            active: names(&["comment", "share", "wishlist", "bookmark", "form_submit"]),
+            passive_max_scroll: 0.5,
+        }
+    }
+}
+
+/// `[feedback]`: implicit feedback (dwell, quick exits, bounces, rejected items).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Feedback {
+    pub long_dwell_ms: u64,
+    pub long_dwell_boost_milli: i64,
+    pub quick_exit_ms: u64,
+    pub quick_exit_penalty_milli: i64,
+    pub bounce_ms: u64,
+    pub rejected_min_users: usize,
+    pub rejected_penalty_milli: i64,
+}
+
+impl Default for Feedback {
+    fn default() -> Feedback {
+        Feedback {
+            long_dwell_ms: 120_000,
+            long_dwell_boost_milli: 1000,
+            quick_exit_ms: 10_000,
+            quick_exit_penalty_milli: 1000,
+            bounce_ms: 10_000,
+            rejected_min_users: 3,
+            rejected_penalty_milli: 2000,
+        }
+    }
+}
+
+/// One stacked boost window: an event adds `trunc(c * extra)` more while `T < t + span_ms`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Boost {
+    pub span_ms: i64,
+    pub extra_milli: i64,
+}
+
+/// `[windows]`
+#[derive(Clone, Debug, PartialEq)]
+pub struct Windows {
+    /// The main window W: an event is in the views from t to t + W (exclusive).
+    pub span_ms: i64,
+    /// `active_<N>d` features.
+    pub recency_days: Vec<i64>,
+    pub boost: Vec<Boost>,
+}
+
+impl Default for Windows {
+    fn default() -> Windows {
+        Windows {
+            span_ms: 30 * DAY_MS,
+            recency_days: vec![1, 7, 30],
+            boost: Vec::new(),
+        }
+    }
+}
+
+/// A new derived session starts after more than 30 minutes without events (default of
+/// `[sessions] inactivity_gap_ms`).
+pub const SESSION_GAP_MS: i64 = 30 * 60 * 1000;
+
+/// Everything a config file sets.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub weights: Weights,
+    pub engagement: Engagement,
+    pub feedback: Feedback,
+    pub windows: Windows,
+    /// `[sessions] inactivity_gap_ms`
+    pub session_gap_ms: i64,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            weights: Weights::default(),
+            engagement: Engagement::default(),
+            feedback: Feedback::default(),
+            windows: Windows::default(),
+            session_gap_ms: SESSION_GAP_MS,
+        }
+    }
+}
+
+/// Parses a config file (semantics brief "config"): every key optional; an unknown table or
+/// key, or a bad value, is an error that names it (`feedback.bounce_ms: …`).
+pub fn parse_config(toml_text: &str) -> Result<Config, String> {
+    let root: toml::Table = toml::from_str(toml_text).map_err(|e| format!("not TOML: {e}"))?;
+    let mut config = Config::default();
+    let table = |name: &str| -> Result<Option<&toml::Table>, String> {
+        match root.get(name) {
+            None => Ok(None),
+            Some(toml::Value::Table(t)) => Ok(Some(t)),
+            Some(_) => Err(format!("{name}: not a table")),
+        }
+    };
+    for name in root.keys() {
+        if !["weights", "engagement", "feedback", "windows", "sessions"].contains(&name.as_str())
+        {
+            return Err(format!("{name}: unknown table (the oracle knows [weights], [engagement], [feedback], [windows], [sessions])"));
+        }
+    }
+    // [weights] first: [engagement] may name its custom types.
+    if let Some(weights) = table("weights")? {
+        for (name, value) in weights {
+            let key = format!("weights.{name}");
             if name == "custom" {
-                for (kind, w) in value.as_table().expect("weights.custom is a table") {
-                    assert!(
-                        !KNOWN_TYPES.contains(&kind.as_str()),
-                        "custom weight for built-in {kind}"
-                    );
-                    weights.set(kind, number(kind, w));
+                let toml::Value::Table(custom) = value else {
+                    return Err(format!("{key}: not a table"));
+                };
+                for (kind, w) in custom {
+                    let key = format!("weights.custom.{kind}");
+                    if KNOWN_TYPES.contains(&kind.as_str()) {
+                        return Err(format!("{key}: {kind} is a built-in type"));
+                    }
+                    config.weights.set(kind, number(&key, w)?);
+                    config.weights.custom.insert(kind.clone());
                 }
+            } else if KNOWN_TYPES.contains(&name.as_str()) {
+                config.weights.set(name, number(&key, value)?);
             } else {
-                assert!(
-                    KNOWN_TYPES.contains(&name.as_str()),
-                    "test config: unknown weight {name}"
-                );
-                weights.set(name, number(name, value));
+                return Err(format!("{key}: unknown key"));
             }
         }
-        weights
+    }
+    if let Some(sessions) = table("sessions")? {
+        for (name, value) in sessions {
+            let key = format!("sessions.{name}");
+            match name.as_str() {
+                "inactivity_gap_ms" => config.session_gap_ms = integer(&key, value, 0)?,
+                _ => return Err(format!("{key}: unknown key")),
+            }
+        }
+    }
+    if let Some(engagement) = table("engagement")? {
+        for (name, value) in engagement {
+            let key = format!("engagement.{name}");
+            let e = &mut config.engagement;
+            match name.as_str() {
+                "high_intent" => e.high_intent = type_list(&key, value, &config.weights)?,
+                "active" => e.active = type_list(&key, value, &config.weights)?,
+                "passive_max_scroll" => {
+                    let x = number(&key, value)?;
+                    if !(0.0..=1.0).contains(&x) {
+                        return Err(format!("{key}: {x} is not in [0, 1]"));
+                    }
+                    e.passive_max_scroll = x;
+                }
+                _ => return Err(format!("{key}: unknown key")),
+            }
+        }
+    }
+    if let Some(feedback) = table("feedback")? {
+        for (name, value) in feedback {
+            let key = format!("feedback.{name}");
+            let f = &mut config.feedback;
+            match name.as_str() {
+                "long_dwell_ms" => f.long_dwell_ms = integer(&key, value, 0)? as u64,
+                "long_dwell_boost" => f.long_dwell_boost_milli = to_milli(number(&key, value)?),
+                "quick_exit_ms" => f.quick_exit_ms = integer(&key, value, 0)? as u64,
+                "quick_exit_penalty" => {
+                    f.quick_exit_penalty_milli = to_milli(number(&key, value)?)
+                }
+                "bounce_ms" => f.bounce_ms = integer(&key, value, 0)? as u64,
+                "rejected_min_users" => f.rejected_min_users = integer(&key, value, 1)? as usize,
+                "rejected_penalty" => f.rejected_penalty_milli = to_milli(number(&key, value)?),
+                _ => return Err(format!("{key}: unknown key")),
+            }
+        }
+    }
+    if let Some(windows) = table("windows")? {
+        for (name, value) in windows {
+            let key = format!("windows.{name}");
+            let w = &mut config.windows;
+            match name.as_str() {
+                "span_ms" => w.span_ms = integer(&key, value, 1)?,
+                "recency_days" => {
+                    let toml::Value::Array(days) = value else {
+                        return Err(format!("{key}: not a list"));
+                    };
+                    w.recency_days = days
+                        .iter()
+                        .map(|d| integer(&key, d, 1))
+                        .collect::<Result<_, _>>()?;
+                }
+                "boost" => {
+                    let toml::Value::Array(boosts) = value else {
+                        return Err(format!("{key}: not a list"));
+                    };
+                    w.boost.clear();
+                    for b in boosts {
+                        let toml::Value::Table(b) = b else {
+                            return Err(format!("{key}: an element is not a table"));
+                        };
+                        for name in b.keys() {
+                            if name != "span_ms" && name != "extra" {
+                                return Err(format!("{key}.{name}: unknown key"));
+                            }
+                        }
+                        let field = |name: &str| {
+                            b.get(name)
+                                .ok_or_else(|| format!("{key}.{name}: missing"))
+                        };
+                        w.boost.push(Boost {
+                            span_ms: integer(&format!("{key}.span_ms"), field("span_ms")?, 1)?,
+                            extra_milli: to_milli(number(
+                                &format!("{key}.extra"),
+                                field("extra")?,
+                            )?),
+                        });
+                    }
+                }
+                _ => return Err(format!("{key}: unknown key")),
+            }
+        }
+    }
+    Ok(config)
+}
+
+/// An integer or a float (finite).
+fn number(key: &str, value: &toml::Value) -> Result<f64, String> {
+    match value {
+        toml::Value::Integer(i) => Ok(*i as f64),
+        toml::Value::Float(f) if f.is_finite() => Ok(*f),
+        other => Err(format!("{key}: {other} is not a number")),
+    }
+}
+
+/// An integer >= `min` (times in ms, counts, days: floats are not accepted).
+fn integer(key: &str, value: &toml::Value, min: i64) -> Result<i64, String> {
+    match value {
+        toml::Value::Integer(i) if *i >= min => Ok(*i),
+        other => Err(format!("{key}: {other} is not an integer >= {min}")),
+    }
+}
+
+/// A list of event type names, each a known type or a name in `weights.custom`.
+fn type_list(key: &str, value: &toml::Value, weights: &Weights) -> Result<Vec<String>, String> {
+    let toml::Value::Array(list) = value else {
+        return Err(format!("{key}: not a list"));
+    };
+    list.iter()
+        .map(|v| match v {
+            toml::Value::String(kind) if weights.names_type(kind) => Ok(kind.clone()),
+            toml::Value::String(kind) => Err(format!(
+                "{key}: {kind:?} is neither a known event type nor in weights.custom"
+            )),
+            other => Err(format!("{key}: {other} is not a string")),
+        })
+        .collect()
+}
+
+/// The catalog (`--catalog`): item → category. A line is an item iff it is a JSON object
+/// with a non-empty string `item` and a non-empty string `category` (`kind`, `price`,
+/// `premium` are not looked at); the first such line for an item id wins, a later one is
+/// a bad line. The catalog holds at every time (it is read before any event applies).
+#[derive(Clone, Debug, Default)]
+pub struct Catalog {
+    pub category: HashMap<String, String>,
+    /// (line number, reason)
+    pub rejected: Vec<(usize, String)>,
+    /// The text it was parsed from (for `--catalog FILE`).
+    pub text: Option<String>,
+}
+
+impl Catalog {
+    pub fn parse(text: &str) -> Catalog {
+        let mut catalog = Catalog {
+            text: Some(text.to_string()),
+            ..Catalog::default()
+        };
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let parsed = serde_json::from_str::<Value>(line)
+                .map_err(|e| format!("not JSON: {e}"))
+                .and_then(|v| {
+                    let string = |name: &str| match v.get(name) {
+                        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+                        _ => Err(format!("\"{name}\" is missing or not a non-empty string")),
+                    };
+                    Ok((string("item")?, string("category")?))
+                });
+            match parsed {
+                Ok((item, _)) if catalog.category.contains_key(&item) => catalog
+                    .rejected
+                    .push((i + 1, "duplicate catalog item".into())),
+                Ok((item, category)) => {
+                    catalog.category.insert(item, category);
+                }
+                Err(why) => catalog.rejected.push((i + 1, why)),
+            }
+        }
+        catalog
     }
 }
 
@@ -308,16 +624,20 @@ pub struct Params {
     pub tick_ms: i64,
     pub lateness_ms: i64,
     pub weights: Weights,
+    pub engagement: Engagement,
+    pub feedback: Feedback,
+    pub windows: Windows,
+    pub session_gap_ms: i64,
+    pub catalog: Catalog,
+    /// The config file text the run gets with `--config`, if any.
+    pub config_text: Option<String>,
 }
 
 impl Default for Params {
-    /// `intentflow run` without flags: `--tick-ms 1000 --lateness-ms 5000`, default weights.
+    /// `intentflow run` without flags: `--tick-ms 1000 --lateness-ms 5000`, default
+    /// config, no catalog.
     fn default() -> Params {
-        Params {
-            tick_ms: 1000,
-            lateness_ms: 5000,
-            weights: Weights::default(),
-        }
+        Params::from_config(Config::default(), None)
     }
 }
 
@@ -330,8 +650,54 @@ impl Params {
         }
     }
 
+    fn from_config(config: Config, text: Option<String>) -> Params {
+        Params {
+            tick_ms: 1000,
+            lateness_ms: 5000,
+            weights: config.weights,
+            engagement: config.engagement,
+            feedback: config.feedback,
+            windows: config.windows,
+            session_gap_ms: config.session_gap_ms,
+            catalog: Catalog::default(),
+            config_text: text,
+        }
+    }
+
+    pub fn times(self, tick_ms: i64, lateness_ms: i64) -> Params {
+        Params {
+            tick_ms,
+            lateness_ms,
+            ..self
+        }
+    }
+
+    /// Only the weights (the config file, if any, is kept as it is).
     pub fn with_weights(self, weights: Weights) -> Params {
         Params { weights, ..self }
+    }
+
+    /// Everything from a config file (which the engine gets as `--config`); panics if the
+    /// oracle finds it invalid.
+    pub fn with_config(self, toml_text: &str) -> Params {
+        let config = parse_config(toml_text).unwrap_or_else(|e| panic!("test config: {e}"));
+        Params {
+            tick_ms: self.tick_ms,
+            lateness_ms: self.lateness_ms,
+            catalog: self.catalog,
+            ..Params::from_config(config, Some(toml_text.to_string()))
+        }
+    }
+
+    /// The catalog (which the engine gets as `--catalog`); panics on a bad catalog line.
+    pub fn with_catalog(self, jsonl: &str) -> Params {
+        let catalog = Catalog::parse(jsonl);
+        assert!(
+            catalog.rejected.is_empty(),
+            "test catalog has bad lines: {:?}",
+            catalog.rejected
+        );
+        Params { catalog, ..self }
     }
 
     /// The engine flags for these times (`--tick-ms N --lateness-ms N`).
@@ -344,7 +710,6 @@ impl Params {
         ]
     }
 }
-
 // ---------------------------------------------------------------------------------------
 // Time: effective time of each event (semantics brief "Time")
 // ---------------------------------------------------------------------------------------
@@ -383,21 +748,83 @@ pub fn stamp_effective_times(events: Vec<Event>, params: &Params) -> Vec<Stamped
         .collect()
 }
 
+
 // ---------------------------------------------------------------------------------------
-// Views
+// Views at a time T (semantics brief for issue 3)
 // ---------------------------------------------------------------------------------------
 
 /// Rows of one view: (key, value), both JSON objects.
 pub type Rows = Vec<(Value, Value)>;
 
-/// A new derived session starts after more than 30 minutes without events.
-pub const SESSION_GAP_MS: i64 = 30 * 60 * 1000;
+/// The views the oracle computes. Every row's key has a `user`, and the rows of a user
+/// depend only on that user's events, except through the set of rejected items.
+pub const VIEW_NAMES: &[&str] = &["sessions", "scores", "affinity", "features"];
 
-/// View `sessions` (seed 1a/1b): events with a client session id belong to (user, id);
-/// a user's other events, by time, are cut into sessions at gaps over 30 minutes, each
-/// named `auto-<start ms>`. Per session: start, end, events, page views, high-intent events
-/// (add to cart, purchase) and the deepest scroll.
-pub fn sessions(events: &[&Event]) -> Rows {
+/// `t <= now < t + span`: an event with effective time `t` is in a window of `span` ms at
+/// `now`.
+pub fn in_window(t: i64, now: i64, span_ms: i64) -> bool {
+    t <= now && now < t.saturating_add(span_ms)
+}
+
+/// The event is in the main window at `now`.
+pub fn in_main_window(s: &Stamped, now: i64, params: &Params) -> bool {
+    in_window(s.effective, now, params.windows.span_ms)
+}
+
+/// The event is in the main window or in a recency window at `now`: its user has a
+/// `features` row.
+pub fn keeps_user_alive(s: &Stamped, now: i64, params: &Params) -> bool {
+    in_main_window(s, now, params)
+        || params
+            .windows
+            .recency_days
+            .iter()
+            .any(|n| in_window(s.effective, now, n.saturating_mul(DAY_MS)))
+}
+
+/// One row of `sessions`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Session {
+    pub user: String,
+    pub id: String,
+    pub start: i64,
+    pub end: i64,
+    pub events: usize,
+    pub page_views: usize,
+    pub high_intent: usize,
+    pub purchases: usize,
+    pub dwell_ms: u64,
+    pub max_scroll: Option<f64>,
+    pub bounce: bool,
+    /// `passive`, `active` or `high_intent`
+    pub engagement: &'static str,
+}
+
+impl Session {
+    pub fn key(&self) -> Value {
+        json!({"user": self.user, "session": self.id})
+    }
+
+    pub fn value(&self) -> Value {
+        json!({
+            "start": self.start,
+            "end": self.end,
+            "events": self.events,
+            "page_views": self.page_views,
+            "high_intent": self.high_intent,
+            "purchases": self.purchases,
+            "dwell_ms": self.dwell_ms,
+            "max_scroll": self.max_scroll.map_or(json!(0), |s| json!(s)),
+            "bounce": self.bounce,
+            "engagement": self.engagement,
+        })
+    }
+}
+
+/// Sessions of a set of events (already cut to the window): events with a client session
+/// id belong to (user, id); a user's other events, by time, are cut into sessions at gaps
+/// over `params.session_gap_ms`, each named `auto-<start ms>`.
+pub fn session_list(events: &[&Event], params: &Params) -> Vec<Session> {
     let mut by_session: BTreeMap<(&str, String), Vec<&Event>> = BTreeMap::new();
     let mut without_id: BTreeMap<&str, Vec<&Event>> = BTreeMap::new();
     for e in events {
@@ -408,7 +835,10 @@ pub fn sessions(events: &[&Event]) -> Rows {
     }
     for (user, mut events) in without_id {
         events.sort_by_key(|e| e.ts);
-        for session in split_at_inactivity(&events) {
+        let parts: Vec<&[&Event]> = events
+            .chunk_by(|a, b| b.ts - a.ts <= params.session_gap_ms)
+            .collect();
+        for session in parts {
             let id = format!("auto-{}", session[0].ts);
             let clash = by_session.insert((user, id.clone()), session.to_vec());
             assert!(
@@ -419,66 +849,210 @@ pub fn sessions(events: &[&Event]) -> Rows {
     }
     by_session
         .into_iter()
-        .map(|((user, id), events)| {
-            (
-                json!({"user": user, "session": id}),
-                session_summary(&events),
-            )
-        })
+        .map(|((user, id), events)| summarize_session(user, id, &events, params))
         .collect()
 }
 
-/// Cuts time-sorted events where the gap to the previous event exceeds `SESSION_GAP_MS`.
-fn split_at_inactivity<'a, 'e>(sorted: &'a [&'e Event]) -> Vec<&'a [&'e Event]> {
-    sorted
-        .chunk_by(|a, b| b.ts - a.ts <= SESSION_GAP_MS)
-        .collect()
-}
-
-fn session_summary(events: &[&Event]) -> Value {
-    let count = |kinds: &[&str]| {
-        events
-            .iter()
-            .filter(|e| kinds.contains(&e.kind.as_str()))
-            .count()
-    };
+fn summarize_session(user: &str, id: String, events: &[&Event], params: &Params) -> Session {
+    let engagement = &params.engagement;
+    let has_type = |kinds: &[String], e: &Event| kinds.iter().any(|k| *k == e.kind);
+    let count = |pred: &dyn Fn(&Event) -> bool| events.iter().filter(|e| pred(e)).count();
     let max_scroll = events
         .iter()
         .filter_map(|e| e.scroll)
         .fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.max(s))));
-    json!({
-        "start": events.iter().map(|e| e.ts).min().unwrap(),
-        "end": events.iter().map(|e| e.ts).max().unwrap(),
-        "events": events.len(),
-        "page_views": count(&["page_view"]),
-        "high_intent": count(&["add_to_cart", "purchase"]),
-        "max_scroll": max_scroll.map_or(json!(0), |s| json!(s)),
-    })
+    let start = events.iter().map(|e| e.ts).min().unwrap();
+    let end = events.iter().map(|e| e.ts).max().unwrap();
+    let page_views = count(&|e| e.kind == "page_view");
+    let high_intent = count(&|e| has_type(&engagement.high_intent, e));
+    let dwell_ms: u64 = events.iter().filter_map(|e| e.dwell_ms).sum();
+    let bounce_ms = params.feedback.bounce_ms;
+    let bounce = page_views == 1 && ((end - start) as u64) < bounce_ms && dwell_ms < bounce_ms;
+    let engagement = if high_intent > 0 {
+        "high_intent"
+    } else if count(&|e| has_type(&engagement.active, e)) > 0
+        || max_scroll.unwrap_or(0.0) >= engagement.passive_max_scroll
+    {
+        "active"
+    } else {
+        "passive"
+    };
+    Session {
+        user: user.to_string(),
+        id,
+        start,
+        end,
+        events: events.len(),
+        page_views,
+        high_intent,
+        purchases: count(&|e| e.kind == "purchase"),
+        dwell_ms,
+        max_scroll,
+        bounce,
+        engagement,
+    }
 }
 
-/// View `scores` (seed 1a): per (user, item), the sum of the weights of the user's events
-/// on the item; a row exists only while the score is not zero.
-pub fn scores(events: &[&Event], weights: &Weights) -> Rows {
-    let mut milli: BTreeMap<(&str, &str), i64> = BTreeMap::new();
-    for e in events {
-        if let Some(item) = &e.item {
-            *milli.entry((&e.user, item)).or_default() += weights.milli(&e.kind);
+/// A page view or exit with `dwell_ms` present and below `quick_exit_ms`.
+pub fn is_quick_exit(e: &Event, params: &Params) -> bool {
+    matches!(e.kind.as_str(), "page_view" | "exit")
+        && e.dwell_ms
+            .is_some_and(|d| d < params.feedback.quick_exit_ms)
+}
+
+/// `c(e)` in thousandths: the type's weight, plus the long-dwell boost, minus the
+/// quick-exit penalty.
+pub fn contribution_milli(e: &Event, params: &Params) -> i64 {
+    let feedback = &params.feedback;
+    let mut c = params.weights.milli(&e.kind);
+    if e.dwell_ms.is_some_and(|d| d > feedback.long_dwell_ms) {
+        c += feedback.long_dwell_boost_milli;
+    }
+    if is_quick_exit(e, params) {
+        c -= feedback.quick_exit_penalty_milli;
+    }
+    c
+}
+
+/// `c(e)` plus, for each boost window still open at `now`, `trunc(c * extra)` (integer
+/// division truncating toward zero), in thousandths.
+pub fn boosted_milli(s: &Stamped, now: i64, params: &Params) -> i64 {
+    let c = contribution_milli(&s.event, params);
+    let extra: i64 = params
+        .windows
+        .boost
+        .iter()
+        .filter(|b| in_window(s.effective, now, b.span_ms))
+        .map(|b| (c as i128 * b.extra_milli as i128 / 1000) as i64)
+        .sum();
+    c + extra
+}
+
+/// Items with at least `rejected_min_users` distinct users having, in the main window at
+/// `now`, a quick exit on the item that carries a `rec` field (seed 4b).
+pub fn rejected_items<'a>(
+    events: impl IntoIterator<Item = &'a Stamped>,
+    now: i64,
+    params: &Params,
+) -> BTreeSet<String> {
+    let mut users: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for s in events {
+        let e = &s.event;
+        if let Some(item) = &e.item
+            && in_main_window(s, now, params)
+            && is_rejection(e, params)
+        {
+            users.entry(item).or_default().insert(&e.user);
         }
     }
-    milli
+    users
         .into_iter()
-        .filter(|(_, score)| *score != 0)
-        .map(|((user, item), score)| {
-            (
-                json!({"user": user, "item": item}),
-                json!({"score": fixed_point(score, 1000)}),
-            )
-        })
+        .filter(|(_, users)| users.len() >= params.feedback.rejected_min_users)
+        .map(|(item, _)| item.to_string())
         .collect()
 }
 
+/// An event that counts towards rejecting its item (when in the window).
+pub fn is_rejection(e: &Event, params: &Params) -> bool {
+    e.item.is_some() && is_quick_exit(e, params) && e.has_rec()
+}
+
+/// `scores` in thousandths, per (user, item), over the events in the main window at `now`;
+/// only the rows that exist (base != 0 and score != 0).
+pub fn score_milli(
+    events: &[&Stamped],
+    now: i64,
+    params: &Params,
+    rejected: &BTreeSet<String>,
+) -> BTreeMap<(String, String), i64> {
+    let mut base: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for s in events {
+        if let Some(item) = &s.event.item
+            && in_main_window(s, now, params)
+        {
+            *base.entry((s.event.user.clone(), item.clone())).or_default() +=
+                boosted_milli(s, now, params);
+        }
+    }
+    base.into_iter()
+        .filter(|(_, b)| *b != 0)
+        .map(|((user, item), b)| {
+            let penalty = if rejected.contains(&item) {
+                params.feedback.rejected_penalty_milli
+            } else {
+                0
+            };
+            ((user, item), b - penalty)
+        })
+        .filter(|(_, score)| *score != 0)
+        .collect()
+}
+
+/// `affinity` in thousandths, per (user, category): the sum of the user's scores rows on
+/// items of the category; items not in the catalog are ignored; only non-zero sums.
+pub fn affinity_milli(
+    scores: &BTreeMap<(String, String), i64>,
+    catalog: &Catalog,
+) -> BTreeMap<(String, String), i64> {
+    let mut sums: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for ((user, item), score) in scores {
+        if let Some(category) = catalog.category.get(item) {
+            *sums.entry((user.clone(), category.clone())).or_default() += score;
+        }
+    }
+    sums.retain(|_, sum| *sum != 0);
+    sums
+}
+
+/// `round half up (10000 * part / whole)` in ten-thousandths; 0 if `whole` is 0.
+pub fn share_ten_thousandths(part: usize, whole: usize) -> i64 {
+    if whole == 0 {
+        return 0;
+    }
+    let (part, whole) = (part as i64, whole as i64);
+    (20_000 * part + whole) / (2 * whole)
+}
+
+/// The `features` row of one user at `now`, or `None` if the user has no event in the
+/// main window nor in any recency window. `events` are the user's events (any times).
+pub fn features_value(
+    events: &[&Stamped],
+    sessions: &[&Session],
+    categories: usize,
+    now: i64,
+    params: &Params,
+) -> Option<Value> {
+    if !events.iter().any(|s| keeps_user_alive(s, now, params)) {
+        return None;
+    }
+    let n = sessions.len();
+    let total_ms: i64 = sessions.iter().map(|s| s.end - s.start).sum();
+    let engaged = sessions
+        .iter()
+        .filter(|s| s.engagement != "passive")
+        .count();
+    let bounced = sessions.iter().filter(|s| s.bounce).count();
+    let mut value = json!({
+        "sessions": n,
+        "avg_session_ms": if n == 0 { 0 } else { total_ms.div_euclid(n as i64) },
+        "page_views": sessions.iter().map(|s| s.page_views).sum::<usize>(),
+        "high_intent": sessions.iter().map(|s| s.high_intent).sum::<usize>(),
+        "purchases": sessions.iter().map(|s| s.purchases).sum::<usize>(),
+        "active_share": fixed_point(share_ten_thousandths(engaged, n), 10_000),
+        "bounce_rate": fixed_point(share_ten_thousandths(bounced, n), 10_000),
+        "categories": categories,
+    });
+    for days in &params.windows.recency_days {
+        let active = events
+            .iter()
+            .any(|s| in_window(s.effective, now, days.saturating_mul(DAY_MS)));
+        value[format!("active_{days}d")] = json!(active);
+    }
+    Some(value)
+}
+
 /// A fixed-point integer as a JSON number (an integer when it is one).
-fn fixed_point(units: i64, per_one: i64) -> Value {
+pub fn fixed_point(units: i64, per_one: i64) -> Value {
     if units % per_one == 0 {
         json!(units / per_one)
     } else {
@@ -486,33 +1060,69 @@ fn fixed_point(units: i64, per_one: i64) -> Value {
     }
 }
 
-/// A view the oracle computes.
-pub struct View {
-    pub name: &'static str,
-    /// Every row's key has a `user` and depends only on that user's events, so a state can
-    /// be updated user by user.
-    pub per_user: bool,
-    pub compute: fn(&[&Event], &Params) -> Rows,
+/// Every view at `now` over `events` (any set of users; events with effective time after
+/// `now` are ignored), given the items rejected at `now` (which depend on all users).
+pub fn views_at(
+    events: &[&Stamped],
+    now: i64,
+    params: &Params,
+    rejected: &BTreeSet<String>,
+) -> BTreeMap<&'static str, Rows> {
+    let applied: Vec<&Stamped> = events
+        .iter()
+        .copied()
+        .filter(|s| s.effective <= now)
+        .collect();
+    let window: Vec<&Event> = applied
+        .iter()
+        .filter(|s| in_main_window(s, now, params))
+        .map(|s| &s.event)
+        .collect();
+    let sessions = session_list(&window, params);
+    let scores = score_milli(&applied, now, params, rejected);
+    let affinity = affinity_milli(&scores, &params.catalog);
+
+    let mut by_user: BTreeMap<&str, Vec<&Stamped>> = BTreeMap::new();
+    for s in &applied {
+        by_user.entry(&s.event.user).or_default().push(s);
+    }
+    let features = by_user
+        .iter()
+        .filter_map(|(user, events)| {
+            let own: Vec<&Session> = sessions.iter().filter(|s| s.user == *user).collect();
+            let categories = affinity.keys().filter(|(u, _)| u == user).count();
+            let value = features_value(events, &own, categories, now, params)?;
+            Some((json!({ "user": user }), value))
+        })
+        .collect();
+
+    let milli_rows = |rows: &BTreeMap<(String, String), i64>, field: &str| -> Rows {
+        rows.iter()
+            .map(|((user, x), milli)| {
+                (
+                    json!({"user": user, field: x}),
+                    json!({"score": fixed_point(*milli, 1000)}),
+                )
+            })
+            .collect()
+    };
+    BTreeMap::from([
+        (
+            "sessions",
+            sessions.iter().map(|s| (s.key(), s.value())).collect(),
+        ),
+        ("scores", milli_rows(&scores, "item")),
+        ("affinity", milli_rows(&affinity, "category")),
+        ("features", features),
+    ])
 }
 
-pub const VIEWS: &[View] = &[
-    View {
-        name: "sessions",
-        per_user: true,
-        compute: |events, _| sessions(events),
-    },
-    View {
-        name: "scores",
-        per_user: true,
-        compute: |events, params| scores(events, &params.weights),
-    },
-];
-
-pub fn view(name: &str) -> &'static View {
-    VIEWS
-        .iter()
-        .find(|v| v.name == name)
-        .unwrap_or_else(|| panic!("the oracle has no view {name}"))
+/// Checks that the oracle knows a view.
+pub fn check_view_name(name: &str) {
+    assert!(
+        VIEW_NAMES.contains(&name),
+        "the oracle has no view {name} (it has {VIEW_NAMES:?})"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -541,57 +1151,118 @@ impl Oracle {
         self.events.iter().filter(|e| e.late).count()
     }
 
-    /// Events with effective time < `bound` (all for `None`).
-    pub fn events_before(&self, bound: Option<i64>) -> Vec<&Event> {
-        self.events
-            .iter()
-            .filter(|s| bound.is_none_or(|b| s.effective < b))
-            .map(|s| &s.event)
-            .collect()
+    /// The greatest effective time of any event: the time of the final state.
+    pub fn last_time(&self) -> Option<i64> {
+        self.events.iter().map(|s| s.effective).max()
     }
 
-    /// The views, from scratch, over the events with effective time < `bound`.
+    /// The time T whose state the engine shows after a progress line `bound` (`None`: the
+    /// final `{"progress":null}`): `bound - 1`, but never after the last effective time,
+    /// since changes after it are never printed. `None` when there are no events.
+    pub fn time_of(&self, bound: Option<i64>) -> Option<i64> {
+        let last = self.last_time()?;
+        Some(bound.map_or(last, |b| (b - 1).min(last)))
+    }
+
+    /// The views after progress line `bound` (`None`: at the end), as the engine shows them.
     pub fn state(&self, views: &[&str], bound: Option<i64>) -> State {
-        let events = self.events_before(bound);
-        let mut state = State::new();
+        match self.time_of(bound) {
+            Some(now) => self.state_at(views, now),
+            None => State::new(),
+        }
+    }
+
+    /// The views at time `now` exactly as the brief defines them (also after the last
+    /// event: what the state would become if the input went on without events).
+    pub fn state_at(&self, views: &[&str], now: i64) -> State {
         for name in views {
-            for (key, value) in (view(name).compute)(&events, &self.params) {
+            check_view_name(name);
+        }
+        let events: Vec<&Stamped> = self.events.iter().collect();
+        let rejected = self.rejected_at(now);
+        let mut state = State::new();
+        for (name, rows) in views_at(&events, now, &self.params, &rejected) {
+            if !views.contains(&name) {
+                continue;
+            }
+            for (key, value) in rows {
                 state.insert((name.to_string(), JsonKey::new(&key)), (value, 1));
             }
         }
         state
     }
 
+    /// The items rejected at `now`.
+    pub fn rejected_at(&self, now: i64) -> BTreeSet<String> {
+        rejected_items(&self.events, now, &self.params)
+    }
+
+    /// Each event's times at which it may change a view: when it enters (t), when it leaves
+    /// the main window, a recency window or a boost window. Per entry: (time, user, the
+    /// item whose rejection it may change).
+    fn boundaries(&self) -> Vec<(i64, &str, Option<&str>)> {
+        let w = &self.params.windows;
+        let mut out = Vec::new();
+        for s in &self.events {
+            let e = &s.event;
+            let t = s.effective;
+            let item = e
+                .item
+                .as_deref()
+                .filter(|_| is_rejection(e, &self.params));
+            out.push((t, e.user.as_str(), item));
+            out.push((t.saturating_add(w.span_ms), &e.user, item));
+            for n in &w.recency_days {
+                out.push((t.saturating_add(n.saturating_mul(DAY_MS)), &e.user, None));
+            }
+            for b in &w.boost {
+                out.push((t.saturating_add(b.span_ms), &e.user, None));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Every time (up to the last effective time) at which some view may change.
+    pub fn change_times(&self) -> BTreeSet<i64> {
+        let Some(last) = self.last_time() else {
+            return BTreeSet::new();
+        };
+        self.boundaries()
+            .into_iter()
+            .map(|(t, _, _)| t)
+            .filter(|t| *t <= last)
+            .collect()
+    }
+
     /// Checks an engine run against the oracle: at every checkpoint of `granularity` the
-    /// engine's rows of `views` must equal the views over the events with effective time
-    /// below the checkpoint, and at the end they must equal the views over all events.
+    /// engine's rows of `views` must equal the views at T = checkpoint - 1 (never after the
+    /// last effective time), and at the end they must equal the views at the last
+    /// effective time. With `Granularity::EveryTime` the replay also stops at every time
+    /// the oracle expects a change (events entering and leaving windows).
     ///
-    /// At each checkpoint the partitions with new events are recomputed from scratch (per
-    /// user for per-user views, whole otherwise) and compared on the rows that changed on
-    /// either side; the final state is also compared in full. The error is a short diff:
-    /// the checkpoint, the first rows that differ, and the events of the first differing user.
+    /// At each checkpoint the users whose rows may have changed (an event of theirs entered
+    /// or left a window, or an item they touched became rejected or stopped being so) are
+    /// recomputed from scratch and compared on the rows that changed on either side; the
+    /// final state is also compared in full. The error is a short diff: the checkpoint,
+    /// the first rows that differ, and the events of the first differing user.
     pub fn check(
         &self,
         output: &Output,
         views: &[&str],
         granularity: Granularity,
     ) -> Result<(), String> {
+        for name in views {
+            check_view_name(name);
+        }
         let output = output.only_views(views);
-        let mut order: Vec<usize> = (0..self.events.len()).collect();
-        order.sort_by_key(|i| (self.events[*i].effective, *i));
         let mut checker = Checker::new(self, views);
         let mut step = |cp: Checkpoint, fold: &StateFold, touched: &BTreeSet<RowId>| {
-            let bound = cp.bound().map(|b| i64::try_from(b).unwrap());
-            let mut new_events = Vec::new();
-            while let Some(&i) = order.get(checker.applied) {
-                if bound.is_some_and(|b| self.events[i].effective >= b) {
-                    break;
-                }
-                new_events.push(i);
-                checker.applied += 1;
-            }
+            let now = self.time_of(cp.bound().map(|b| i64::try_from(b).unwrap()));
             let mut dirty = touched.clone();
-            checker.advance(&new_events, &mut dirty);
+            if let Some(now) = now {
+                checker.advance_to(now, &mut dirty);
+            }
             let mismatches: Vec<Mismatch> = dirty
                 .iter()
                 .filter_map(|row| compare_row(row, checker.expected(row), fold.get(row)))
@@ -599,18 +1270,25 @@ impl Oracle {
             if mismatches.is_empty() {
                 return Ok(());
             }
+            let applied = now.map_or(0, |now| {
+                self.events.iter().filter(|s| s.effective <= now).count()
+            });
             Err(format!(
-                "engine and oracle disagree at {cp} ({} of {} events applied):\n{}{}",
-                checker.applied,
+                "engine and oracle disagree at {cp}, the state at T = {} ({applied} of {} events applied):\n{}{}",
+                now.map_or("-".to_string(), |t| t.to_string()),
                 self.events.len(),
                 describe_mismatches(&mismatches, 6),
-                self.describe_user_events(&mismatches, bound)
+                self.describe_user_events(&mismatches, now)
             ))
         };
         match granularity {
             Granularity::Progress => output.replay(granularity, &mut step)?,
             Granularity::EveryTime => {
-                let times = self.events.iter().map(|s| s.effective as u64).collect();
+                let times = self
+                    .change_times()
+                    .into_iter()
+                    .map(|t| u64::try_from(t).unwrap())
+                    .collect();
                 output.replay_at_times(&times, &mut step)?
             }
         }
@@ -619,110 +1297,178 @@ impl Oracle {
         let mismatches = crate::common::compare_states(&expected, &actual);
         if !mismatches.is_empty() {
             return Err(format!(
-                "final state differs from the oracle over all events:\n{}",
-                describe_mismatches(&mismatches, 6)
+                "final state differs from the oracle at the last effective time {}:\n{}{}",
+                self.last_time().map_or("-".to_string(), |t| t.to_string()),
+                describe_mismatches(&mismatches, 6),
+                self.describe_user_events(&mismatches, self.last_time())
             ));
         }
         Ok(())
     }
 
-    /// The events of the first mismatching row's user that are applied by `bound`.
-    fn describe_user_events(&self, mismatches: &[Mismatch], bound: Option<i64>) -> String {
+    /// The events of the first mismatching row's user that are applied at `now`.
+    fn describe_user_events(&self, mismatches: &[Mismatch], now: Option<i64>) -> String {
         let Some(user) = mismatches.iter().find_map(|m| m.row.1.field("user")) else {
+            return String::new();
+        };
+        let Some(now) = now else {
             return String::new();
         };
         let events: Vec<&Stamped> = self
             .events
             .iter()
-            .filter(|s| s.event.user == user && bound.is_none_or(|b| s.effective < b))
+            .filter(|s| s.event.user == user && s.effective <= now)
             .collect();
+        let rejected = self.rejected_at(now);
         let mut text = format!(
-            "  events of user {user} applied by then ({}, first 15; tick {} ms, lateness {} ms):\n",
+            "  events of user {user} applied by T = {now} ({}, first 20; tick {} ms, lateness {} ms, window {} ms; rejected items then: {}):\n",
             events.len(),
             self.params.tick_ms,
-            self.params.lateness_ms
+            self.params.lateness_ms,
+            self.params.windows.span_ms,
+            if rejected.is_empty() {
+                "none".to_string()
+            } else {
+                rejected.into_iter().collect::<Vec<_>>().join(",")
+            }
         );
-        for s in events.iter().take(15) {
+        for s in events.iter().take(20) {
             let e = &s.event;
             text.push_str(&format!(
-                "    line {}: ts {} effective {}{} type {} item {} session {} scroll {}\n",
+                "    line {}: ts {} effective {}{}{} type {} item {} session {} scroll {} dwell {}{}\n",
                 e.line,
                 e.ts,
                 s.effective,
                 if s.late { " (late)" } else { "" },
+                if in_main_window(s, now, &self.params) {
+                    ""
+                } else {
+                    " (out of the window)"
+                },
                 e.kind,
                 e.item.as_deref().unwrap_or("-"),
                 e.session.as_deref().unwrap_or("-"),
                 e.scroll.map_or("-".to_string(), |s| s.to_string()),
+                e.dwell_ms.map_or("-".to_string(), |d| d.to_string()),
+                if e.has_rec() { " rec" } else { "" },
             ));
         }
         text
     }
 }
 
-/// The oracle's state, brought forward event by event for `Oracle::check`. Rows are kept
-/// per partition: per (view, user) for per-user views, per view for the others.
+/// The oracle's state, brought forward in time for `Oracle::check`. Rows are kept per
+/// (view, user) and recomputed from scratch for the users whose events crossed a window
+/// boundary, or who have events on an item whose rejection changed.
 struct Checker<'o> {
     oracle: &'o Oracle,
-    views: Vec<&'static View>,
-    /// How many events (in effective-time order) the state includes.
-    applied: usize,
-    /// Per user, the applied events.
-    user_events: HashMap<&'o str, Vec<&'o Event>>,
-    partitions: HashMap<Partition, BTreeMap<JsonKey, Value>>,
+    views: Vec<&'static str>,
+    /// The time of the current state (`None`: before any checkpoint).
+    now: Option<i64>,
+    /// Per user, all events (any time).
+    user_events: HashMap<&'o str, Vec<&'o Stamped>>,
+    /// Per item, the users with any event on it.
+    item_users: HashMap<&'o str, BTreeSet<&'o str>>,
+    /// Per item, the events that count towards rejecting it.
+    item_rejections: HashMap<&'o str, Vec<&'o Stamped>>,
+    /// Sorted (time, user, item whose rejection may change); `next` is the first not
+    /// yet passed.
+    boundaries: Vec<(i64, &'o str, Option<&'o str>)>,
+    next: usize,
+    rejected: BTreeSet<String>,
+    partitions: HashMap<(&'static str, String), BTreeMap<JsonKey, Value>>,
 }
-
-/// (view, user), or (view, "") for a view that is not per user.
-type Partition = (&'static str, String);
 
 impl<'o> Checker<'o> {
     fn new(oracle: &'o Oracle, views: &[&str]) -> Checker<'o> {
+        let mut user_events: HashMap<&str, Vec<&Stamped>> = HashMap::new();
+        let mut item_users: HashMap<&str, BTreeSet<&str>> = HashMap::new();
+        let mut item_rejections: HashMap<&str, Vec<&Stamped>> = HashMap::new();
+        for s in &oracle.events {
+            let e = &s.event;
+            user_events.entry(&e.user).or_default().push(s);
+            if let Some(item) = &e.item {
+                item_users.entry(item).or_default().insert(&e.user);
+                if is_rejection(e, &oracle.params) {
+                    item_rejections.entry(item).or_default().push(s);
+                }
+            }
+        }
         Checker {
             oracle,
-            views: views.iter().map(|name| view(name)).collect(),
-            applied: 0,
-            user_events: HashMap::new(),
+            views: VIEW_NAMES
+                .iter()
+                .copied()
+                .filter(|v| views.contains(v))
+                .collect(),
+            now: None,
+            user_events,
+            item_users,
+            item_rejections,
+            boundaries: oracle.boundaries(),
+            next: 0,
+            rejected: BTreeSet::new(),
             partitions: HashMap::new(),
         }
     }
 
     fn expected(&self, (view_name, key): &RowId) -> Option<&Value> {
-        let view = view(view_name);
-        let owner = if view.per_user {
-            key.field("user")?
-        } else {
-            String::new()
-        };
-        self.partitions.get(&(view.name, owner))?.get(key)
+        let user = key.field("user")?;
+        self.partitions
+            .get(&(view_name.as_str(), user))
+            .and_then(|rows| rows.get(key))
     }
 
-    /// Adds events (indices into the oracle's events), recomputes the partitions they
-    /// affect from scratch, and adds every row whose value changed to `dirty`.
-    fn advance(&mut self, new_events: &[usize], dirty: &mut BTreeSet<RowId>) {
-        if new_events.is_empty() {
+    /// Moves the state to `now` (not before the current time), adding every row whose
+    /// value changed to `dirty`.
+    fn advance_to(&mut self, now: i64, dirty: &mut BTreeSet<RowId>) {
+        if self.now.is_some_and(|t| now <= t) {
             return;
         }
-        let mut users = BTreeSet::new();
-        for &i in new_events {
-            let event = &self.oracle.events[i].event;
-            self.user_events.entry(&event.user).or_default().push(event);
-            users.insert(event.user.as_str());
+        self.now = Some(now);
+        let mut users: BTreeSet<&str> = BTreeSet::new();
+        let mut items: BTreeSet<&str> = BTreeSet::new();
+        while let Some(&(t, user, item)) = self.boundaries.get(self.next) {
+            if t > now {
+                break;
+            }
+            users.insert(user);
+            items.extend(item);
+            self.next += 1;
         }
-        for view in self.views.clone() {
-            if view.per_user {
-                for user in &users {
-                    let rows = (view.compute)(&self.user_events[user], &self.oracle.params);
-                    self.replace((view.name, user.to_string()), rows, dirty);
+        let params = &self.oracle.params;
+        for item in items {
+            let rejected_now = !rejected_items(
+                self.item_rejections[item].iter().copied(),
+                now,
+                params,
+            )
+            .is_empty();
+            if rejected_now != self.rejected.contains(item) {
+                if rejected_now {
+                    self.rejected.insert(item.to_string());
+                } else {
+                    self.rejected.remove(item);
                 }
-            } else {
-                let all: Vec<&Event> = self.user_events.values().flatten().copied().collect();
-                let rows = (view.compute)(&all, &self.oracle.params);
-                self.replace((view.name, String::new()), rows, dirty);
+                users.extend(self.item_users[item].iter().copied());
+            }
+        }
+        for user in users {
+            let rows = views_at(&self.user_events[user], now, params, &self.rejected);
+            for (view, rows) in rows {
+                if self.views.contains(&view) {
+                    self.replace((view, user.to_string()), rows, dirty);
+                }
             }
         }
     }
 
-    fn replace(&mut self, partition: Partition, rows: Rows, dirty: &mut BTreeSet<RowId>) {
+    fn replace(
+        &mut self,
+        partition: (&'static str, String),
+        rows: Rows,
+        dirty: &mut BTreeSet<RowId>,
+    ) {
         let new: BTreeMap<JsonKey, Value> = rows
             .into_iter()
             .map(|(key, value)| (JsonKey::new(&key), value))
