@@ -1297,6 +1297,10 @@ fn fit_duration(events: &mut [Event], start: u64, max_ms: u64) {
 const LATE_SHARE: f64 = 0.005;
 const LATE_MIN_MS: u64 = 3 * SECOND_MS;
 const LATE_MAX_MS: u64 = 120 * SECOND_MS;
+/// Share of item page views reached through a recommendation list (they carry `rec`, so
+/// quick exits from them feed the rejected-item penalty).
+const REC_SHARE: f64 = 0.2;
+const REC_LIST: &str = "home-recs";
 /// Share of events whose `ts` is an RFC 3339 string.
 const RFC3339_SHARE: f64 = 0.02;
 const BUFFER_BYTES: usize = 1 << 16;
@@ -1441,6 +1445,8 @@ impl<'a> Stream<'a> {
             scroll: e.scroll_pct.map(|s| s as f64 / 100.0),
             device: e.device.name(),
             value: e.value_cents.map(cents_to_f64),
+            rec: (e.kind == EventType::PageView && e.item.is_some() && chance(self.rng, REC_SHARE))
+                .then_some(REC_LIST),
         };
         write_line(&mut self.buf, &line)?;
         self.written += 1;
@@ -1486,6 +1492,8 @@ struct EventLine {
     device: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     value: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rec: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -1920,7 +1928,7 @@ mod tests {
         let out = run(&spec(50, 50, 5_000));
         let event_order = [
             "user", "type", "ts", "item", "session", "page", "dwell_ms", "scroll", "device",
-            "value",
+            "value", "rec",
         ];
         for line in std::str::from_utf8(&out.events).unwrap().lines() {
             let keys = raw_keys(line);
