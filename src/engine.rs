@@ -20,8 +20,11 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
-use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::ProbeHandle;
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::{Exchange, Probe};
 
 /// What the engine runs and how it is wired to the rest of the process.
 pub struct EngineSetup {
@@ -60,21 +63,43 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
         } else {
             None
         };
-        // Set by the input worker when input ends: one past the last event's time. Windows
-        // schedule retractions beyond it; the final state is the state at the last event,
-        // so nothing at or after the horizon is printed.
+        // Input ends at a horizon: one past the last event's time. Windows schedule
+        // retractions beyond it, but the final state is the state at the last event, so
+        // nothing at or after the horizon is printed, nor computed: once every change
+        // before it is out, each worker drops the dataflow instead of draining the
+        // future. The input worker broadcasts the horizon to every worker.
         let horizon: Rc<Cell<Option<Time>>> = Rc::new(Cell::new(None));
+        let printed: Rc<Cell<bool>> = Rc::new(Cell::new(false));
+        let mut horizon_in: InputSession<Time, Time, isize> = InputSession::new();
         let stats = stats
             .clone()
             .and_then(|file| ArrangementStats::register(worker, file));
-        worker.dataflow::<Time, _, _>(|scope| {
+        let final_output = output.clone();
+        let dataflow = worker.next_dataflow_index();
+        let delivered = worker.dataflow::<Time, _, _>(|scope| {
             let events = events_in.to_collection(scope);
             let catalog = catalog_in.to_collection(scope);
+            let learned = Rc::clone(&horizon);
+            horizon_in.to_collection(scope).inner.broadcast().sink(
+                Pipeline,
+                "Horizon",
+                move |(input, _frontier)| {
+                    input.for_each(|_, data| {
+                        for (time, _, _) in data.drain(..) {
+                            learned.set(Some(time));
+                        }
+                    });
+                },
+            );
             let rows = build_views(events, catalog, &params, &views);
             if let Some(stats) = stats {
                 sample_on_progress(rows.inner.clone(), stats);
             }
-            collect_output(rows.inner, output, Rc::clone(&horizon));
+            let sink = SinkState {
+                horizon: Rc::clone(&horizon),
+                printed: Rc::clone(&printed),
+            };
+            collect_output(rows.inner, output, sink)
         });
 
         let feed = if index == 0 {
@@ -105,6 +130,7 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
                             if time > *events_in.time() {
                                 events_in.advance_to(time);
                                 catalog_in.advance_to(time);
+                                horizon_in.advance_to(time);
                             }
                             // One input batch per step: the dataflow keeps pace with the
                             // input and progress is reported at batch granularity.
@@ -117,11 +143,18 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
                         }
                     }
                 }
+                if closed {
+                    let end = last_event.map_or(0, |time| time + 1).max(*events_in.time());
+                    horizon.set(Some(end));
+                    horizon_in.insert(end);
+                    events_in.advance_to(end);
+                    catalog_in.advance_to(end);
+                    horizon_in.advance_to(end);
+                }
                 events_in.flush();
                 catalog_in.flush();
+                horizon_in.flush();
                 if closed {
-                    let after_input = last_event.map_or(0, |time| time + 1);
-                    horizon.set(Some(after_input.max(*events_in.time())));
                     break;
                 }
                 if feed.is_empty() {
@@ -130,11 +163,28 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
                     worker.step();
                 }
             }
+        } else {
+            // Only the input worker feeds the dataflow; the others' inputs must not hold
+            // the frontier back.
+            drop(events_in);
+            drop(catalog_in);
+            drop(horizon_in);
         }
-        // Closing the inputs lets the frontier run to the end once everything is processed.
-        drop(events_in);
-        drop(catalog_in);
-        while worker.step_or_park(None) {}
+        // Run until every change before the horizon has reached the output worker (and, on
+        // it, has been printed), then stop without computing what lies beyond.
+        loop {
+            let finished = horizon.get().is_some_and(|end| {
+                !delivered.less_than(&end) && (final_output.is_none() || printed.get())
+            });
+            if finished {
+                break;
+            }
+            worker.step_or_park(None);
+        }
+        worker.drop_dataflow(dataflow);
+        if let Some(output) = final_output {
+            let _ = output.send(OutputMessage::Progress(None));
+        }
     })?;
     for result in guards.join() {
         result?;
@@ -157,17 +207,27 @@ fn sample_on_progress(rows: RowStream<'_>, stats: ArrangementStats) {
 
 type RowStream<'s> = timely::dataflow::Stream<'s, Time, Vec<(ViewRow, Time, isize)>>;
 
+/// What the output sink shares with its worker's loop.
+struct SinkState {
+    /// The input horizon, once known: changes at or after it are not printed.
+    horizon: Rc<Cell<Option<Time>>>,
+    /// Set once every change before the horizon has been handed to the output thread.
+    printed: Rc<Cell<bool>>,
+}
+
 /// Gathers every row change on worker 0 and, as the frontier passes each time, hands the
-/// consolidated changes of that time and a progress mark to the output thread.
+/// consolidated changes of that time and a progress mark to the output thread. Returns a
+/// probe of the sink's input: once it passes a time, every change before it has arrived.
 fn collect_output(
     rows: RowStream<'_>,
     output: Option<Sender<OutputMessage>>,
-    horizon: Rc<Cell<Option<Time>>>,
-) {
+    state: SinkState,
+) -> ProbeHandle<Time> {
     let mut pending: BTreeMap<Time, Vec<(ViewRow, isize)>> = BTreeMap::new();
     let mut reported: Option<Millis> = Some(0);
-    rows.sink(Exchange::new(|_| 0), "Output", move |(input, frontier)| {
-        let horizon = horizon.get();
+    let (probe, gathered) = rows.exchange(|_| 0).probe();
+    gathered.sink(Pipeline, "Output", move |(input, frontier)| {
+        let horizon = state.horizon.get();
         input.for_each(|_capability, data| {
             for (row, time, diff) in data.drain(..) {
                 // Window expiries after the last event: not part of any printed state.
@@ -176,9 +236,6 @@ fn collect_output(
                 }
             }
         });
-        if let Some(horizon) = horizon {
-            drop(pending.split_off(&horizon));
-        }
         let Some(output) = &output else { return };
         let bound = frontier.frontier().first().copied();
         while let Some(entry) = pending.first_entry() {
@@ -192,12 +249,19 @@ fn collect_output(
                 let _ = output.send(OutputMessage::Changes { time, rows });
             }
         }
-        // Past the horizon only expiries remain, none of them printed: no progress to claim
-        // until the end.
-        let beyond = matches!((bound, horizon), (Some(bound), Some(horizon)) if bound > horizon);
-        if bound != reported && !beyond {
+        // The final `{"progress":null}` is the worker loop's to send, after the horizon.
+        let reached = |time: Option<Time>| match (time, horizon) {
+            (Some(time), Some(horizon)) => time >= horizon,
+            (None, _) => true,
+            (Some(_), None) => false,
+        };
+        if bound != reported && !reached(bound) {
             reported = bound;
             let _ = output.send(OutputMessage::Progress(bound));
         }
+        if reached(bound) {
+            state.printed.set(true);
+        }
     });
+    probe
 }

@@ -269,9 +269,12 @@ fn subscribe(addr: &str, request: &str) -> TcpStream {
 #[test]
 fn tcp_producers_and_a_subscriber_see_the_file_state() {
     let events = std::fs::read_to_string(repo_path("examples/events.jsonl")).unwrap();
-    let expected = run_engine(&repo_path("examples/events.jsonl"), &[])
-        .output()
-        .final_state();
+    let expected = run_engine(
+        &repo_path("examples/events.jsonl"),
+        &["--views", "sessions,scores"],
+    )
+    .output()
+    .final_state();
 
     let mut engine = Engine::start(&[
         "run",
