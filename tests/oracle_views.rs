@@ -1,11 +1,13 @@
-//! The views `sessions` and `scores` against the batch oracle (DESIGN.md §8, semantics
-//! brief for issue 2).
+//! The views `sessions`, `scores`, `affinity` and `features` against the batch oracle
+//! (DESIGN.md §8, semantics briefs for issues 2 and 3).
 //!
 //! - `oracle_*`: the oracle and the checking machinery on hand-made inputs with
 //!   hand-computed expectations (no binary needed: `cargo test --test oracle_views oracle_`);
 //! - `engine_*`: the binary against the oracle at every progress line and at the end, on the
-//!   bundled example, generated data, a config with other weights and shuffled input full
-//!   of late events; and worker counts 1, 2 and 4 printing the same lines.
+//!   bundled example (with its catalog), generated data, configs with other weights,
+//!   feedback, engagement and window values (events leaving the window mid-stream), and
+//!   shuffled input full of late events; and worker counts 1, 2 and 4 printing the same
+//!   lines.
 
 mod common;
 mod oracle;
@@ -19,6 +21,8 @@ use std::collections::BTreeSet;
 const T0: i64 = 1_767_225_600_000;
 const SECOND: i64 = 1000;
 const MINUTE: i64 = 60 * SECOND;
+const HOUR: i64 = 60 * MINUTE;
+const DAY: i64 = 24 * HOUR;
 
 fn lines(events: &[Value]) -> String {
     events.iter().map(|e| format!("{e}\n")).collect()
@@ -38,6 +42,15 @@ fn with(mut e: Value, field: &str, value: Value) -> Value {
     e
 }
 
+fn dwell(e: Value, ms: u64) -> Value {
+    with(e, "dwell_ms", json!(ms))
+}
+
+/// The event came from recommendation list `list`.
+fn rec(e: Value, list: &str) -> Value {
+    with(e, "rec", json!(list))
+}
+
 fn session_row(user: &str, id: &str, value: Value) -> (&'static str, Value, Value) {
     ("sessions", json!({"user": user, "session": id}), value)
 }
@@ -50,6 +63,18 @@ fn score_row(user: &str, item: &str, score: f64) -> (&'static str, Value, Value)
     )
 }
 
+fn affinity_row(user: &str, category: &str, score: f64) -> (&'static str, Value, Value) {
+    (
+        "affinity",
+        json!({"user": user, "category": category}),
+        json!({"score": score}),
+    )
+}
+
+fn features_row(user: &str, value: Value) -> (&'static str, Value, Value) {
+    ("features", json!({ "user": user }), value)
+}
+
 fn auto(ts: i64) -> String {
     format!("auto-{ts}")
 }
@@ -58,13 +83,12 @@ fn auto(ts: i64) -> String {
 // 1. The oracle on hand-made inputs
 // ---------------------------------------------------------------------------------------
 
-/// A hand-made input with the parameters it is meant for; the oracle tests check the
-/// oracle on it by hand, `engine_hand_made_inputs` checks the engine against the oracle.
+/// A hand-made input with the parameters it is meant for (times, config, catalog); the
+/// oracle tests check the oracle on it by hand, `engine_hand_made_inputs` checks the engine
+/// against the oracle.
 struct Case {
     input: String,
     params: Params,
-    /// Config file text, if the case needs one (its weights are in `params`).
-    config: Option<&'static str>,
 }
 
 impl Case {
@@ -72,24 +96,26 @@ impl Case {
         Case {
             input: lines(events),
             params: Params::default(),
-            config: None,
         }
     }
     fn times(self, tick_ms: i64, lateness_ms: i64) -> Case {
-        let weights = self.params.weights.clone();
         Case {
-            params: Params::new(tick_ms, lateness_ms).with_weights(weights),
+            params: self.params.times(tick_ms, lateness_ms),
             ..self
         }
     }
-    fn config(self, config: &'static str) -> Case {
-        let params = self
-            .params
-            .clone()
-            .with_weights(Weights::from_config(config));
+    /// The config file the engine gets (`--config`) and the oracle reads.
+    fn config(self, config: &str) -> Case {
         Case {
-            params,
-            config: Some(config),
+            params: self.params.with_config(config),
+            ..self
+        }
+    }
+    /// The catalog the engine gets (`--catalog`) and the oracle reads.
+    fn catalog(self, lines: &[Value]) -> Case {
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        Case {
+            params: self.params.with_catalog(&text),
             ..self
         }
     }
@@ -116,6 +142,18 @@ fn hand_made_cases() -> Vec<(&'static str, Case)> {
             "late_event_reshapes_sessions",
             late_event_reshapes_sessions_case(),
         ),
+        ("engagement", engagement_case()),
+        ("deep_scroll", deep_scroll_case()),
+        ("bounce", bounce_case()),
+        ("long_dwell", long_dwell_case()),
+        ("quick_exit", quick_exit_case()),
+        ("boost", boost_case()),
+        ("rejected_item", rejected_item_case()),
+        ("affinity", affinity_case()),
+        ("features", features_case()),
+        ("recency", recency_case()),
+        ("window", window_case()),
+        ("config_overrides", config_overrides_case()),
     ]
 }
 
@@ -588,23 +626,904 @@ fn oracle_only_valid_lines_are_events() {
         r#"{"user":"u1","#,
         "",
         r#"{"user":"u2","type":"page_view","ts":"2026-01-01T00:00:00Z","scroll":1,"dwell_ms":0,"session":""}"#,
+        // `rec` is a string; empty or null means no rec
+        r#"{"user":"u1","type":"exit","ts":1,"item":"p1","dwell_ms":5,"rec":7}"#,
+        r#"{"user":"u1","type":"exit","ts":1,"item":"p1","dwell_ms":5,"rec":""}"#,
+        r#"{"user":"u1","type":"exit","ts":1,"item":"p1","dwell_ms":5,"rec":null}"#,
+        r#"{"user":"u1","type":"exit","ts":1,"item":"p1","dwell_ms":5,"rec":"home-top"}"#,
     ]
     .join("\n");
     let parsed = parse_input(&input);
     let lines_of = |events: &[Event]| events.iter().map(|e| e.line).collect::<Vec<_>>();
-    assert_eq!(lines_of(&parsed.events), [1, 14]);
+    assert_eq!(lines_of(&parsed.events), [1, 14, 16, 17, 18]);
     let rejected: Vec<usize> = parsed.rejected.iter().map(|(l, _)| *l).collect();
-    assert_eq!(rejected, [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+    assert_eq!(rejected, [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 15]);
     assert_eq!(parsed.events[1].ts, T0);
     assert_eq!(parsed.events[1].session, None);
+    let recs: Vec<bool> = parsed.events[2..].iter().map(Event::has_rec).collect();
+    assert_eq!(recs, [false, false, true]);
+}
+
+// --- issue 3: engagement, implicit feedback, affinity, features, windows ---------------
+
+/// `features` values compare only the fields named here (the oracle's rows have all).
+fn assert_view_at(oracle: &Oracle, view: &str, now: i64, expected: State, context: &str) {
+    let actual = oracle.state_at(&[view], now);
+    assert_states_match(&expected, &actual, &format!("{view} at {context}"));
+}
+
+fn engagement_case() -> Case {
+    let s1 = |e: Value| with(e, "session", json!("s1"));
+    Case::new(&[
+        s1(with(event("u1", "page_view", T0), "scroll", json!(0.2))),
+        s1(event("u1", "comment", T0 + MINUTE)),
+        s1(on_item(event("u1", "add_to_cart", T0 + 2 * MINUTE), "p1")),
+        s1(on_item(event("u1", "purchase", T0 + 3 * MINUTE), "p1")),
+    ])
+}
+
+#[test]
+fn oracle_engagement_goes_passive_active_high_intent_within_a_session() {
+    let oracle = engagement_case().oracle();
+    let session = |events: u64, engagement: &str, high_intent: u64, purchases: u64| {
+        state_of([session_row(
+            "u1",
+            "s1",
+            json!({"events": events, "engagement": engagement, "high_intent": high_intent,
+                   "purchases": purchases, "max_scroll": 0.2, "page_views": 1}),
+        )])
+    };
+    let at = |minute: i64| T0 + minute * MINUTE;
+    let view = "sessions";
+    assert_view_at(
+        &oracle,
+        view,
+        at(0),
+        session(1, "passive", 0, 0),
+        "page view",
+    );
+    assert_view_at(&oracle, view, at(1), session(2, "active", 0, 0), "comment");
+    assert_view_at(
+        &oracle,
+        view,
+        at(2),
+        session(3, "high_intent", 1, 0),
+        "cart",
+    );
+    assert_view_at(
+        &oracle,
+        view,
+        at(3),
+        session(4, "high_intent", 2, 1),
+        "purchase",
+    );
+}
+
+fn deep_scroll_case() -> Case {
+    let scrolled =
+        |user: &str, kind: &str, depth: f64| with(event(user, kind, T0), "scroll", json!(depth));
+    Case::new(&[
+        scrolled("u1", "page_view", 0.5),
+        scrolled("u2", "page_view", 0.49),
+        // a scroll event without a depth is not deep
+        event("u3", "scroll", T0),
+        scrolled("u4", "scroll", 0.2),
+        scrolled("u4", "scroll", 1.0),
+        // clicks are not active by default
+        on_item(event("u5", "click", T0), "p1"),
+        // scroll is kept in ten-thousandths, rounded: 0.49996 is 0.5, 0.49994 is 0.4999
+        scrolled("u6", "page_view", 0.49996),
+        scrolled("u7", "page_view", 0.49994),
+    ])
+}
+
+#[test]
+fn oracle_deep_scroll_makes_a_session_active() {
+    let state = deep_scroll_case().oracle().state(&["sessions"], None);
+    let engagement = |user: &str, e: &str| session_row(user, &auto(T0), json!({ "engagement": e }));
+    let expected = state_of([
+        engagement("u1", "active"),
+        engagement("u2", "passive"),
+        engagement("u3", "passive"),
+        engagement("u4", "active"),
+        engagement("u5", "passive"),
+        session_row(
+            "u6",
+            &auto(T0),
+            json!({"engagement": "active", "max_scroll": 0.5}),
+        ),
+        session_row(
+            "u7",
+            &auto(T0),
+            json!({"engagement": "passive", "max_scroll": 0.4999}),
+        ),
+    ]);
+    assert_states_match(&expected, &state, "sessions");
+}
+
+fn bounce_case() -> Case {
+    let page = |user: &str, dt: i64| event(user, "page_view", T0 + dt);
+    let click = |user: &str, dt: i64| event(user, "click", T0 + dt);
+    Case::new(&[
+        dwell(page("b1", 0), 9_999),
+        dwell(page("b2", 0), 10_000),
+        page("b3", 0),
+        click("b3", 9_999),
+        page("b4", 0),
+        click("b4", 10_000),
+        page("b5", 0),
+        page("b5", SECOND),
+        click("b6", 0),
+        dwell(page("b7", 0), 4_000),
+        dwell(click("b7", SECOND), 5_999),
+        dwell(page("b8", 0), 4_000),
+        dwell(click("b8", SECOND), 6_000),
+    ])
+    .times(1, 60_000)
+}
+
+#[test]
+fn oracle_bounce_is_one_page_view_short_in_time_and_dwell() {
+    let state = bounce_case().oracle().state(&["sessions"], None);
+    let row = |user: &str, bounce: bool, dwell_ms: u64, page_views: u64| {
+        session_row(
+            user,
+            &auto(T0),
+            json!({"bounce": bounce, "dwell_ms": dwell_ms, "page_views": page_views}),
+        )
+    };
+    let expected = state_of([
+        row("b1", true, 9_999, 1),
+        row("b2", false, 10_000, 1),
+        row("b3", true, 0, 1),
+        row("b4", false, 0, 1),
+        row("b5", false, 0, 2),
+        row("b6", false, 0, 0),
+        row("b7", true, 9_999, 1),
+        row("b8", false, 10_000, 1),
+    ]);
+    assert_states_match(&expected, &state, "sessions");
+}
+
+fn long_dwell_case() -> Case {
+    Case::new(&[
+        dwell(u1_on("page_view", "p1", 0), 120_001),
+        dwell(u1_on("page_view", "p2", 1), 120_000),
+        dwell(u1_on("click", "p3", 2), 200_000),
+        u1_on("page_view", "p4", 3),
+    ])
+}
+
+#[test]
+fn oracle_long_dwell_boosts_the_score() {
+    let state = long_dwell_case().oracle().state(&["scores"], None);
+    let expected = state_of([score_row("u1", "p1", 1.0), score_row("u1", "p3", 2.0)]);
+    assert_states_match(&expected, &state, "scores");
+}
+
+fn quick_exit_case() -> Case {
+    Case::new(&[
+        dwell(u1_on("page_view", "p1", 0), 9_999),
+        dwell(u1_on("exit", "p2", 1), 0),
+        dwell(u1_on("page_view", "p3", 2), 10_000),
+        // only page views and exits are quick exits
+        dwell(u1_on("click", "p4", 3), 100),
+        // without dwell_ms, no quick exit
+        u1_on("exit", "p5", 4),
+        dwell(u1_on("page_view", "p6", 5), 5_000),
+        u1_on("add_to_cart", "p6", 6),
+        // no item: no score
+        dwell(event("u1", "page_view", T0 + 7 * MINUTE), 100),
+    ])
+}
+
+#[test]
+fn oracle_quick_exit_penalises_the_score() {
+    let state = quick_exit_case().oracle().state(&["scores"], None);
+    let expected = state_of([
+        score_row("u1", "p1", -1.0),
+        score_row("u1", "p2", -1.0),
+        score_row("u1", "p4", 1.0),
+        score_row("u1", "p6", 2.0),
+    ]);
+    assert_states_match(&expected, &state, "scores");
+}
+
+const BOOST_CONFIG: &str = "\
+[weights]
+click = 0.003
+exit = -0.003
+[windows]
+boost = [{ span_ms = 60000, extra = 0.5 }, { span_ms = 120000, extra = 0.25 }]
+";
+
+fn boost_case() -> Case {
+    Case::new(&[
+        u1_on("click", "p1", 0),
+        u1_on("exit", "p2", 0),
+        u1_on("purchase", "p3", 0),
+        // late (ts 30 s before the watermark): applied at T0, boosted from T0 on
+        on_item(event("u3", "click", T0 - 30 * SECOND), "p9"),
+        // later events, so that a run sees the boosts end
+        event("u2", "page_view", T0 + 130 * SECOND),
+    ])
+    .times(1000, 0)
+    .config(BOOST_CONFIG)
+}
+
+#[test]
+fn oracle_boost_windows_stack_and_truncate_toward_zero() {
+    let oracle = boost_case().oracle();
+    assert!(oracle.events[3].late);
+    let scores = |p1: f64, p2: f64, p3: f64| {
+        state_of([
+            score_row("u1", "p1", p1),
+            score_row("u1", "p2", p2),
+            score_row("u1", "p3", p3),
+            score_row("u3", "p9", p1),
+        ])
+    };
+    // c = 3 milli: 3 + trunc(1.5) + trunc(0.75) = 4; c = -3: -3 - 1 - 0 = -4 (not -6);
+    // c = 5000: 5000 + 2500 + 1250.
+    assert_view_at(&oracle, "scores", T0, scores(0.004, -0.004, 8.75), "t");
+    let both = T0 + 59_999;
+    assert_view_at(
+        &oracle,
+        "scores",
+        both,
+        scores(0.004, -0.004, 8.75),
+        "t + 60 s - 1",
+    );
+    let second = T0 + 60_000;
+    assert_view_at(
+        &oracle,
+        "scores",
+        second,
+        scores(0.003, -0.003, 6.25),
+        "t + 60 s",
+    );
+    let none = T0 + 120_000;
+    assert_view_at(
+        &oracle,
+        "scores",
+        none,
+        scores(0.003, -0.003, 5.0),
+        "t + 120 s",
+    );
+    assert_states_match(
+        &scores(0.003, -0.003, 5.0),
+        &oracle.state(&["scores"], None),
+        "scores at the end",
+    );
+}
+
+/// Item p1 collects quick exits with `rec` from u1, u2 (twice) and, later, u5; other
+/// events on p1 do not count. p2 gets quick exits without `rec` only. The window is one
+/// hour, so u1's rejection leaves it at T0 + 1 h.
+fn rejected_item_case() -> Case {
+    let at =
+        |user: &str, kind: &str, item: &str, dt: i64| on_item(event(user, kind, T0 + dt), item);
+    Case::new(&[
+        rec(dwell(at("u1", "page_view", "p1", 0), 3_000), "r1"),
+        rec(dwell(at("u2", "exit", "p1", SECOND), 500), "r1"),
+        rec(dwell(at("u2", "page_view", "p1", 2 * SECOND), 1_000), "r2"),
+        // no rec: does not count
+        dwell(at("u3", "page_view", "p1", 3 * SECOND), 2_000),
+        // not a quick exit: does not count
+        rec(at("u4", "click", "p1", 4 * SECOND), "r1"),
+        at("u6", "click", "p1", 5 * SECOND),
+        at("u6", "click", "p1", 6 * SECOND),
+        at("u8", "click", "p1", 7 * SECOND),
+        dwell(at("u8", "page_view", "p1", 8 * SECOND), 100),
+        dwell(at("u1", "page_view", "p2", 9 * SECOND), 100),
+        dwell(at("u2", "page_view", "p2", 10 * SECOND), 100),
+        dwell(at("u3", "page_view", "p2", 11 * SECOND), 100),
+        // an empty rec is no rec: p7 is not rejected
+        rec(dwell(at("u1", "page_view", "p7", 12 * SECOND), 100), ""),
+        rec(dwell(at("u2", "page_view", "p7", 12 * SECOND), 100), ""),
+        rec(dwell(at("u3", "page_view", "p7", 12 * SECOND), 100), ""),
+        at("u9", "click", "p3", 12 * SECOND),
+        dwell(at("u9", "page_view", "p3", 13 * SECOND), 100),
+        // the third distinct user
+        rec(dwell(at("u5", "page_view", "p1", 10 * MINUTE), 9_999), "r3"),
+        event("u7", "page_view", T0 + 2 * HOUR),
+    ])
+    .times(1000, 0)
+    .config("[windows]\nspan_ms = 3600000\n")
+}
+
+#[test]
+fn oracle_rejected_item_needs_min_distinct_users_with_rec_quick_exits() {
+    let oracle = rejected_item_case().oracle();
+    let rejected = |now: i64| -> Vec<String> { oracle.rejected_at(now).into_iter().collect() };
+    let before = T0 + 10 * MINUTE - 1;
+    let after = T0 + 10 * MINUTE;
+    assert!(rejected(before).is_empty(), "two users are not enough");
+    assert_eq!(rejected(after), ["p1"]);
+    assert_eq!(rejected(T0 + HOUR - 1), ["p1"]);
+    assert!(
+        rejected(T0 + HOUR).is_empty(),
+        "u1's quick exit left the window"
+    );
+    let p2 = [
+        score_row("u1", "p2", -1.0),
+        score_row("u2", "p2", -1.0),
+        score_row("u3", "p2", -1.0),
+        score_row("u1", "p7", -1.0),
+        score_row("u2", "p7", -1.0),
+        score_row("u3", "p7", -1.0),
+    ];
+    let mut expected = state_of([
+        score_row("u1", "p1", -1.0),
+        score_row("u2", "p1", -2.0),
+        score_row("u3", "p1", -1.0),
+        score_row("u4", "p1", 1.0),
+        score_row("u6", "p1", 2.0),
+    ]);
+    expected.extend(state_of(p2.clone()));
+    assert_view_at(&oracle, "scores", before, expected, "before the third user");
+    let mut expected = state_of([
+        score_row("u1", "p1", -3.0),
+        score_row("u2", "p1", -4.0),
+        score_row("u3", "p1", -3.0),
+        score_row("u4", "p1", -1.0),
+        score_row("u5", "p1", -3.0),
+    ]);
+    expected.extend(state_of(p2.clone()));
+    assert_view_at(&oracle, "scores", after, expected, "after the third user");
+    // at T0 + 1 h the first events leave: u1's p1, then u2's first exit
+    let expected = state_of([
+        score_row("u2", "p1", -2.0),
+        score_row("u3", "p1", -1.0),
+        score_row("u4", "p1", 1.0),
+        score_row("u5", "p1", -1.0),
+        score_row("u6", "p1", 2.0),
+    ]);
+    let mut expected = expected;
+    expected.extend(state_of(p2));
+    assert_view_at(&oracle, "scores", T0 + HOUR, expected, "T0 + 1 h");
+}
+
+#[test]
+fn oracle_score_row_exists_iff_base_and_score_are_not_zero() {
+    let oracle = rejected_item_case().oracle();
+    let rows = oracle.state_at(&["scores"], T0 + 10 * MINUTE);
+    let has = |user: &str, item: &str| {
+        rows.contains_key(&(
+            "scores".to_string(),
+            JsonKey::new(&json!({"user": user, "item": item})),
+        ))
+    };
+    // u6: base 2 on rejected p1, minus the penalty 2: score 0, no row
+    assert!(!has("u6", "p1"));
+    // u8: click + quick exit = base 0 on rejected p1: no row (not -2)
+    assert!(!has("u8", "p1"));
+    // u9: base 0 on p3 (not rejected): no row
+    assert!(!has("u9", "p3"));
+    assert!(has("u4", "p1") && has("u5", "p1"));
+}
+
+fn affinity_case() -> Case {
+    let item = |id: &str, category: &str| json!({"item": id, "category": category, "kind": "product", "price": 10.0, "premium": false});
+    Case::new(&[
+        u1_on("purchase", "p1", 0),
+        u1_on("click", "p2", 1),
+        u1_on("click", "p3", 2),
+        // not in the catalog: ignored
+        u1_on("click", "p9", 3),
+        // outdoor sums to 0: no row
+        u1_on("click", "p4", 4),
+        dwell(u1_on("page_view", "p5", 5), 100),
+        on_item(event("u2", "click", T0), "p9"),
+    ])
+    .catalog(&[
+        item("p1", "shoes"),
+        item("p2", "shoes"),
+        item("p3", "kitchen"),
+        item("p4", "outdoor"),
+        item("p5", "outdoor"),
+        // a later line for p1 is a bad line; the first wins
+        item("p1", "toys"),
+    ])
+}
+
+#[test]
+fn oracle_affinity_sums_scores_by_category_and_ignores_unknown_items() {
+    let oracle = affinity_case().oracle();
+    assert_eq!(oracle.params.catalog.rejected.len(), 1);
+    let state = oracle.state(&["affinity", "features"], None);
+    let expected = state_of([
+        affinity_row("u1", "shoes", 6.0),
+        affinity_row("u1", "kitchen", 1.0),
+        features_row("u1", json!({ "categories": 2 })),
+        features_row("u2", json!({ "categories": 0 })),
+    ]);
+    assert_states_match(&expected, &state, "affinity and features");
+}
+
+#[test]
+fn oracle_catalog_first_line_for_an_item_wins() {
+    let catalog = Catalog::parse(
+        &[
+            r#"{"item":"p1","category":"shoes","kind":"product","price":1.5,"premium":false}"#,
+            r#"{"item":"p1","category":"toys","kind":"product","price":2.5,"premium":true}"#,
+            "not json",
+            r#"{"item":"p2","kind":"offer","price":1.0,"premium":false}"#,
+            "",
+            r#"{"item":"p3","category":"kitchen","kind":"spaceship","price":1.0,"premium":false}"#,
+            // a bad line claims no id: this one is p3's first
+            r#"{"item":"p3","category":"kitchen","kind":"guide","price":1.0,"premium":false}"#,
+            r#"{"item":"p4","category":"toys","kind":"article","price":"cheap","premium":false}"#,
+        ]
+        .join("\n"),
+    );
+    assert_eq!(catalog.category.len(), 2);
+    assert_eq!(catalog.category["p1"], "shoes");
+    assert_eq!(catalog.category["p3"], "kitchen");
+    let rejected: Vec<usize> = catalog.rejected.iter().map(|(l, _)| *l).collect();
+    assert_eq!(rejected, [2, 3, 4, 6, 8]);
+    assert_eq!(catalog.rejected[0].1, "duplicate catalog item");
+}
+
+/// u1: an active session (60 s), a bounce (0 s), a high-intent session with a purchase
+/// (31 s). u2: 32 sessions of 11 s, half an hour apart, one of them a bounce (0 s), 3 active.
+fn features_case() -> Case {
+    let s = |e: Value, id: &str| with(e, "session", json!(id));
+    let mut events = vec![
+        s(dwell(event("u1", "page_view", T0), 20_000), "s1"),
+        s(event("u1", "comment", T0 + MINUTE), "s1"),
+        s(dwell(event("u1", "page_view", T0 + HOUR), 1_000), "s2"),
+        s(event("u1", "page_view", T0 + 2 * HOUR), "s3"),
+        s(u1_on("add_to_cart", "p1", 120), "s3"),
+        s(u1_on("purchase", "p1", 120), "s3"),
+    ];
+    // the purchase 31 s into s3
+    events[5]["ts"] = json!(T0 + 2 * HOUR + 31 * SECOND);
+    events[4]["ts"] = json!(T0 + 2 * HOUR + 30 * SECOND);
+    for k in 0..32 {
+        let id = format!("x{k}");
+        let start = T0 + k * 30 * MINUTE;
+        events.push(s(event("u2", "page_view", start), &id));
+        if k > 0 {
+            events.push(s(event("u2", "click", start + 11 * SECOND), &id));
+        }
+        if (1..=3).contains(&k) {
+            events.push(s(event("u2", "comment", start + 5 * SECOND), &id));
+        }
+    }
+    events.sort_by_key(|e| e["ts"].as_i64().unwrap());
+    Case::new(&events)
+}
+
+#[test]
+fn oracle_features_sum_sessions_and_round_shares_half_up() {
+    assert_eq!(share_ten_thousandths(2, 3), 6667);
+    assert_eq!(share_ten_thousandths(1, 3), 3333);
+    assert_eq!(share_ten_thousandths(1, 32), 313, "312.5 rounds up");
+    assert_eq!(share_ten_thousandths(3, 32), 938, "937.5 rounds up");
+    assert_eq!(share_ten_thousandths(0, 0), 0);
+    let state = features_case().oracle().state(&["features"], None);
+    let expected = state_of([
+        features_row(
+            "u1",
+            json!({"sessions": 3, "avg_session_ms": 30_333, "page_views": 3, "high_intent": 2,
+                   "purchases": 1, "active_share": 0.6667, "bounce_rate": 0.3333,
+                   "categories": 0, "active_1d": true, "active_7d": true, "active_30d": true}),
+        ),
+        features_row(
+            "u2",
+            json!({"sessions": 32, "avg_session_ms": 10_656, "page_views": 32, "high_intent": 0,
+                   "purchases": 0, "active_share": 0.0938, "bounce_rate": 0.0313,
+                   "categories": 0, "active_1d": true, "active_7d": true, "active_30d": true}),
+        ),
+    ]);
+    assert_states_match(&expected, &state, "features");
+    // exactly the rounded values, not within the tolerance
+    let u2 = &state[&("features".to_string(), JsonKey::new(&json!({"user": "u2"})))].0;
+    assert_eq!(u2["bounce_rate"], json!(0.0313));
+    assert_eq!(u2["active_share"], json!(0.0938));
+    let fields: BTreeSet<&str> = u2.as_object().unwrap().keys().map(String::as_str).collect();
+    let expected_fields: BTreeSet<&str> = [
+        "sessions",
+        "avg_session_ms",
+        "page_views",
+        "high_intent",
+        "purchases",
+        "active_share",
+        "bounce_rate",
+        "categories",
+        "active_1d",
+        "active_7d",
+        "active_30d",
+    ]
+    .into();
+    assert_eq!(fields, expected_fields);
+}
+
+const SHORT_WINDOWS: &str = "\
+[windows]
+span_ms = 172800000
+recency_days = [1, 3]
+";
+
+fn recency_case() -> Case {
+    Case::new(&[
+        on_item(event("u1", "click", T0), "p1"),
+        // a later event, so that a run sees u1 go
+        event("u9", "page_view", T0 + 4 * DAY),
+    ])
+    .config(SHORT_WINDOWS)
+}
+
+#[test]
+fn oracle_recency_flags_switch_off_exactly_at_t_plus_n_days() {
+    let oracle = recency_case().oracle();
+    let features = |sessions: u64, d1: bool, d3: bool| {
+        state_of([features_row(
+            "u1",
+            json!({"sessions": sessions, "active_1d": d1, "active_3d": d3}),
+        )])
+    };
+    let at = |now: i64| -> State {
+        oracle
+            .state_at(&["features"], now)
+            .into_iter()
+            .filter(|((_, key), _)| key.field("user").as_deref() == Some("u1"))
+            .collect()
+    };
+    assert_states_match(&features(1, true, true), &at(T0), "t");
+    assert_states_match(&features(1, true, true), &at(T0 + DAY - 1), "t + 1 d - 1");
+    assert_states_match(&features(1, false, true), &at(T0 + DAY), "t + 1 d");
+    assert_states_match(
+        &features(1, false, true),
+        &at(T0 + 2 * DAY - 1),
+        "t + 2 d - 1",
+    );
+    // out of the 2-day main window, still active in the last 3 days: a row without sessions
+    let expected = state_of([features_row(
+        "u1",
+        json!({"sessions": 0, "avg_session_ms": 0, "page_views": 0, "high_intent": 0,
+               "purchases": 0, "active_share": 0, "bounce_rate": 0, "categories": 0,
+               "active_1d": false, "active_3d": true}),
+    )]);
+    assert_states_match(&expected, &at(T0 + 2 * DAY), "t + 2 d");
+    assert_states_match(&expected, &at(T0 + 3 * DAY - 1), "t + 3 d - 1");
+    assert_states_match(&State::new(), &at(T0 + 3 * DAY), "t + 3 d");
+    let row = &at(T0)[&("features".to_string(), JsonKey::new(&json!({"user": "u1"})))].0;
+    assert!(
+        row.get("active_7d").is_none(),
+        "only the configured flags: {row}"
+    );
+    let scores = |now: i64| oracle.state_at(&["scores", "sessions"], now).len();
+    assert_eq!(scores(T0 + 2 * DAY - 1), 2);
+    assert_eq!(scores(T0 + 2 * DAY), 0);
+}
+
+/// A one-hour window. u1: one derived session of three events, which shrinks (and is
+/// renamed) as they leave. u3: a late event (applied at T0 + 40 min, ts T0) outlives the
+/// event that bridged it to the next, so the session splits in two.
+fn window_case() -> Case {
+    Case::new(&[
+        event("u1", "page_view", T0),
+        on_item(event("u1", "click", T0 + 10 * MINUTE), "p1"),
+        event("u3", "page_view", T0 + 20 * MINUTE),
+        event("u1", "page_view", T0 + 35 * MINUTE),
+        event("u3", "page_view", T0 + 40 * MINUTE),
+        event("u3", "page_view", T0),
+        event("u2", "page_view", T0 + 3 * HOUR),
+    ])
+    .times(1000, 0)
+    .config("[windows]\nspan_ms = 3600000\n")
+}
+
+#[test]
+fn oracle_events_leave_the_main_window_exactly_at_t_plus_w() {
+    let oracle = window_case().oracle();
+    assert!(oracle.events[5].late);
+    assert_eq!(oracle.events[5].effective, T0 + 40 * MINUTE);
+    let session = |user: &str, start: i64, end: i64, events: u64| {
+        session_row(
+            user,
+            &auto(T0 + start * MINUTE),
+            json!({"start": T0 + start * MINUTE, "end": T0 + end * MINUTE, "events": events}),
+        )
+    };
+    let u1_at = |now: i64| -> State {
+        oracle
+            .state_at(&["sessions", "scores"], now)
+            .into_iter()
+            .filter(|((_, key), _)| key.field("user").as_deref() == Some("u1"))
+            .collect()
+    };
+    let p1 = score_row("u1", "p1", 1.0);
+    assert_states_match(
+        &state_of([session("u1", 0, 35, 3), p1.clone()]),
+        &u1_at(T0 + HOUR - 1),
+        "u1 at t + W - 1",
+    );
+    assert_states_match(
+        &state_of([session("u1", 10, 35, 2), p1]),
+        &u1_at(T0 + HOUR),
+        "u1 at t + W: the first event left, the session starts later",
+    );
+    assert_states_match(
+        &state_of([session("u1", 35, 35, 1)]),
+        &u1_at(T0 + HOUR + 10 * MINUTE),
+        "u1: the click left, no score",
+    );
+    assert_states_match(
+        &State::new(),
+        &u1_at(T0 + HOUR + 50 * MINUTE),
+        "u1: all left",
+    );
+    // u1 is still active in the last day: a features row without sessions
+    let features = oracle.state_at(&["features"], T0 + HOUR + 50 * MINUTE);
+    assert_states_match(
+        &state_of([
+            features_row("u1", json!({"sessions": 0, "active_1d": true})),
+            features_row("u3", json!({"sessions": 0, "active_1d": true})),
+        ]),
+        &features,
+        "features when all events left the window",
+    );
+
+    let u3_at = |now: i64| -> State {
+        oracle
+            .state_at(&["sessions"], now)
+            .into_iter()
+            .filter(|((_, key), _)| key.field("user").as_deref() == Some("u3"))
+            .collect()
+    };
+    let bridged = state_of([session("u3", 0, 40, 3)]);
+    assert_states_match(&bridged, &u3_at(T0 + 40 * MINUTE), "u3 with the late event");
+    let before = T0 + 80 * MINUTE - 1;
+    assert_states_match(&bridged, &u3_at(before), "u3 before the bridge leaves");
+    assert_states_match(
+        &state_of([session("u3", 0, 0, 1), session("u3", 40, 40, 1)]),
+        &u3_at(T0 + 80 * MINUTE),
+        "u3 after the bridge left",
+    );
+    assert_states_match(&State::new(), &u3_at(T0 + 100 * MINUTE), "u3: all left");
+}
+
+#[test]
+fn oracle_final_state_is_at_the_last_effective_time() {
+    let oracle = window_case().oracle();
+    let views = ["sessions", "scores", "affinity", "features"];
+    let last = T0 + 3 * HOUR;
+    assert_eq!(oracle.last_time(), Some(last));
+    let at_last = oracle.state_at(&views, last);
+    assert_states_match(&at_last, &oracle.state(&views, None), "the end");
+    // a progress line past the last event shows the same state: nothing expires later
+    assert_states_match(
+        &at_last,
+        &oracle.state(&views, Some(last + 40 * DAY)),
+        "progress past the end",
+    );
+    assert!(oracle.state_at(&views, last + 40 * DAY).is_empty());
+    assert!(
+        at_last.keys().any(|(v, _)| v == "sessions"),
+        "u2's session is in the window at the end"
+    );
+    assert_eq!(
+        oracle.state(&views, Some(T0)).len(),
+        0,
+        "progress T0: nothing applied"
+    );
+}
+
+const FEEDBACK_CONFIG: &str = "\
+[weights]
+click = 0.5
+custom = { hover = 0.25 }
+
+[engagement]
+high_intent = [\"purchase\", \"hover\"]
+active = [\"click\"]
+passive_max_scroll = 0.3
+
+[feedback]
+long_dwell_ms = 5000
+long_dwell_boost = 0.25
+quick_exit_ms = 2000
+quick_exit_penalty = 0.5
+bounce_ms = 3000
+rejected_min_users = 1
+rejected_penalty = 0.75
+
+[windows]
+span_ms = 7200000
+recency_days = [2]
+boost = [{ span_ms = 60000, extra = 1.5 }]
+";
+
+fn config_overrides_case() -> Case {
+    let s = |e: Value, id: &str| with(e, "session", json!(id));
+    Case::new(&[
+        // scrolled to 0.3: active; one page view, 2.5 s dwell: a bounce
+        s(
+            with(
+                dwell(on_item(event("u1", "page_view", T0), "p1"), 2_500),
+                "scroll",
+                json!(0.3),
+            ),
+            "s1",
+        ),
+        // a quick exit (< 2 s) from a recommendation: p2 is rejected (1 user is enough)
+        s(
+            rec(
+                dwell(on_item(event("u2", "page_view", T0), "p2"), 1_999),
+                "r1",
+            ),
+            "s2",
+        ),
+        s(on_item(event("u4", "click", T0), "p5"), "s4"),
+        s(on_item(event("u3", "hover", T0), "p3"), "s3"),
+        s(
+            dwell(on_item(event("u3", "click", T0 + SECOND), "p3"), 6_000),
+            "s3",
+        ),
+        s(
+            on_item(event("u3", "purchase", T0 + 2 * SECOND), "p4"),
+            "s3",
+        ),
+        event("u9", "page_view", T0 + 3 * HOUR),
+    ])
+    .times(1000, 0)
+    .config(FEEDBACK_CONFIG)
+}
+
+#[test]
+fn oracle_config_overrides_feedback_engagement_and_windows() {
+    let config = parse_config(FEEDBACK_CONFIG).unwrap();
+    assert_eq!(config.weights.milli("hover"), 250);
+    assert_eq!(
+        config.engagement.high_intent,
+        ["purchase".to_string(), "hover".to_string()]
+    );
+    assert_eq!(config.engagement.passive_max_scroll, 0.3);
+    assert_eq!(
+        config.feedback,
+        Feedback {
+            long_dwell_ms: 5000,
+            long_dwell_boost_milli: 250,
+            quick_exit_ms: 2000,
+            quick_exit_penalty_milli: 500,
+            bounce_ms: 3000,
+            rejected_min_users: 1,
+            rejected_penalty_milli: 750,
+        }
+    );
+    assert_eq!(config.windows.span_ms, 2 * HOUR);
+    assert_eq!(config.windows.recency_days, [2]);
+    assert_eq!(
+        config.windows.boost,
+        [Boost {
+            span_ms: 60_000,
+            extra_milli: 1500
+        }]
+    );
+    let defaults = parse_config("").unwrap();
+    assert_eq!(defaults, Config::default());
+    assert_eq!(defaults.windows.span_ms, 2_592_000_000);
+    assert_eq!(
+        parse_config("[sessions]\ninactivity_gap_ms = 600000\n")
+            .unwrap()
+            .session_gap_ms,
+        600_000
+    );
+
+    let oracle = config_overrides_case().oracle();
+    let sessions = oracle.state_at(&["sessions"], T0 + 2 * SECOND);
+    let expected = state_of([
+        session_row(
+            "u1",
+            "s1",
+            json!({"engagement": "active", "bounce": true, "dwell_ms": 2_500, "high_intent": 0}),
+        ),
+        session_row(
+            "u2",
+            "s2",
+            json!({"engagement": "passive", "bounce": true, "dwell_ms": 1_999}),
+        ),
+        session_row(
+            "u3",
+            "s3",
+            json!({"engagement": "high_intent", "bounce": false, "high_intent": 2,
+                   "purchases": 1, "dwell_ms": 6_000}),
+        ),
+        session_row("u4", "s4", json!({"engagement": "active", "bounce": false})),
+    ]);
+    assert_states_match(&expected, &sessions, "sessions");
+    // u1 p1: weight 0, 2.5 s is neither long (> 5 s) nor quick (< 2 s): no row.
+    // u2 p2: -0.5 - trunc(0.75) in the boost window, rejected: -0.5 - 0.75 - 0.75 = -2.
+    // u3 p3: hover 0.25 * 2.5 + click (0.5 + 0.25 long dwell) * 2.5 = 2.5; p4 5 * 2.5.
+    // u4 p5: 0.5 * 2.5.
+    let boosted = state_of([
+        score_row("u2", "p2", -2.0),
+        score_row("u3", "p3", 2.5),
+        score_row("u3", "p4", 12.5),
+        score_row("u4", "p5", 1.25),
+    ]);
+    assert_view_at(&oracle, "scores", T0 + 2 * SECOND, boosted, "all boosted");
+    let plain = state_of([
+        score_row("u2", "p2", -1.25),
+        score_row("u3", "p3", 1.0),
+        score_row("u3", "p4", 5.0),
+        score_row("u4", "p5", 0.5),
+    ]);
+    assert_view_at(&oracle, "scores", T0 + 62 * SECOND, plain, "boosts over");
+    // the 2-hour window is over, the 2-day recency window is not
+    let expected = state_of([features_row(
+        "u3",
+        json!({"sessions": 0, "high_intent": 0, "active_2d": true}),
+    )]);
+    let features: State = oracle
+        .state_at(&["features"], T0 + 2 * HOUR + 2 * SECOND)
+        .into_iter()
+        .filter(|((_, key), _)| key.field("user").as_deref() == Some("u3"))
+        .collect();
+    assert_states_match(&expected, &features, "features of u3 after the window");
+    let u3 = &features[&("features".to_string(), JsonKey::new(&json!({"user": "u3"})))].0;
+    assert!(u3.get("active_1d").is_none(), "{u3}");
+}
+
+#[test]
+fn oracle_config_errors_name_the_key() {
+    for (config, key) in [
+        ("[feedback]\nbogus = 1\n", "feedback.bogus"),
+        ("[nonsense]\nx = 1\n", "nonsense"),
+        ("[weights]\nteleport = 1\n", "weights.teleport"),
+        (
+            "[engagement]\npassive_max_scroll = 1.5\n",
+            "engagement.passive_max_scroll",
+        ),
+        (
+            "[engagement]\nactive = [\"teleport\"]\n",
+            "engagement.active",
+        ),
+        (
+            "[engagement]\nhigh_intent = \"purchase\"\n",
+            "engagement.high_intent",
+        ),
+        (
+            "[feedback]\nrejected_min_users = 0\n",
+            "feedback.rejected_min_users",
+        ),
+        (
+            "[feedback]\nquick_exit_ms = \"fast\"\n",
+            "feedback.quick_exit_ms",
+        ),
+        (
+            "[feedback]\nrejected_penalty = \"high\"\n",
+            "feedback.rejected_penalty",
+        ),
+        ("[windows]\nspan_ms = 0\n", "windows.span_ms"),
+        ("[windows]\nrecency_days = [1, 0]\n", "windows.recency_days"),
+        (
+            "[windows]\nboost = [{ span_ms = 1000 }]\n",
+            "windows.boost.extra",
+        ),
+        (
+            "[windows]\nboost = [{ span_ms = 1000, extra = 1, x = 2 }]\n",
+            "windows.boost.x",
+        ),
+    ] {
+        let error = parse_config(config).expect_err(config);
+        assert!(error.contains(key), "{config}: {error}");
+    }
+    // a custom type may be named in the engagement lists
+    let ok = "[weights]\ncustom = { hover = 1 }\n[engagement]\nactive = [\"hover\"]\n";
+    assert_eq!(parse_config(ok).unwrap().engagement.active, ["hover"]);
 }
 
 // --- the checking machinery, fed with output written from the oracle itself -------------
 
-/// What a correct engine prints for `oracle`: per effective time the consolidated changes,
+/// What a correct engine prints for `oracle`: at every time a view changes (events
+/// entering and leaving windows, up to the last effective time) the consolidated changes,
 /// then a progress line just above it, then `{"progress":null}`.
 fn simulated_engine_output(oracle: &Oracle, views: &[&str]) -> String {
-    let times: BTreeSet<i64> = oracle.events.iter().map(|s| s.effective).collect();
+    let times = oracle.change_times();
     let mut out = String::new();
     let mut before = State::new();
     let change = |row: &RowId, value: &Value, time: i64, diff: i64| {
@@ -614,7 +1533,7 @@ fn simulated_engine_output(oracle: &Oracle, views: &[&str]) -> String {
         )
     };
     for t in times {
-        let after = oracle.state(views, Some(t + 1));
+        let after = oracle.state_at(views, t);
         for (row, (value, _)) in &before {
             if after.get(row).map(|(v, _)| v) != Some(value) {
                 out += &change(row, value, t, -1);
@@ -658,6 +1577,89 @@ fn oracle_checker_accepts_a_correct_engine_output() {
         .check(&output, &["sessions", "scores"], Granularity::EveryTime)
         .unwrap();
     assert_eq!(output.states_at_progress().len(), output.progress_count());
+}
+
+const ALL_VIEWS: [&str; 4] = ["sessions", "scores", "affinity", "features"];
+
+#[test]
+fn oracle_checker_follows_windows_rejections_and_boosts() {
+    for (name, case) in [
+        ("window", window_case()),
+        ("rejected_item", rejected_item_case()),
+        ("recency", recency_case()),
+        ("boost", boost_case()),
+        ("affinity", affinity_case()),
+        ("config_overrides", config_overrides_case()),
+    ] {
+        let oracle = case.oracle();
+        let output = Output::parse(&simulated_engine_output(&oracle, &ALL_VIEWS)).unwrap();
+        output.check_consolidated().unwrap();
+        for granularity in [Granularity::Progress, Granularity::EveryTime] {
+            oracle
+                .check(&output, &ALL_VIEWS, granularity)
+                .unwrap_or_else(|e| panic!("case {name}, {granularity:?}: {e}"));
+        }
+    }
+}
+
+#[test]
+fn oracle_checker_catches_a_missing_expiry() {
+    let oracle = window_case().oracle();
+    // at T0 + 1 h u1's first event leaves the window
+    let expiry = T0 + HOUR;
+    assert!(oracle.change_times().contains(&expiry));
+    let good = simulated_engine_output(&oracle, &ALL_VIEWS);
+    let bad: String = good
+        .lines()
+        .filter(|l| !l.contains(&format!("\"time\":{expiry},")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(bad, good);
+    let error = oracle
+        .check(
+            &Output::parse(&bad).unwrap(),
+            &ALL_VIEWS,
+            Granularity::Progress,
+        )
+        .unwrap_err();
+    assert!(
+        error.contains(&format!("progress {}", expiry + 1)),
+        "{error}"
+    );
+    assert!(error.contains("\"user\":\"u1\""), "{error}");
+    assert!(error.contains("out of the window"), "{error}");
+}
+
+#[test]
+fn oracle_checker_rejects_expiries_after_the_last_event() {
+    let oracle = window_case().oracle();
+    let good = simulated_engine_output(&oracle, &ALL_VIEWS);
+    // an engine that goes on expiring rows after the last event (T0 + 3 h)
+    let later = T0 + 3 * HOUR + 2 * HOUR;
+    let end = oracle.state(&ALL_VIEWS, None);
+    let after = oracle.state_at(&ALL_VIEWS, later);
+    let mut bad = good
+        .strip_suffix("{\"progress\":null}\n")
+        .unwrap()
+        .to_string();
+    for (row, (value, _)) in &end {
+        if after.get(row).map(|(v, _)| v) != Some(value) {
+            bad += &format!(
+                "{}\n",
+                json!({"view": row.0, "key": row.1.value(), "time": later, "diff": -1, "value": value})
+            );
+        }
+    }
+    bad += "{\"progress\":null}\n";
+    assert_ne!(bad, good);
+    let error = oracle
+        .check(
+            &Output::parse(&bad).unwrap(),
+            &ALL_VIEWS,
+            Granularity::Progress,
+        )
+        .unwrap_err();
+    assert!(error.contains("the end"), "{error}");
 }
 
 #[test]
@@ -822,13 +1824,18 @@ fn oracle_output_parser_rejects_lines_outside_the_protocol() {
 #[test]
 fn oracle_value_comparison_uses_tolerance_and_expected_fields_only() {
     let expected = json!({"score": 0.5, "start": T0, "nested": [{"p": 0.25}]});
-    let close = json!({"score": 0.5004, "start": T0, "nested": [{"p": 0.2501, "extra": 1}], "engagement": "active"});
+    let close = json!({"score": 0.500_000_1, "start": T0, "nested": [{"p": 0.250_04, "extra": 1}], "engagement": "active"});
     assert_eq!(value_difference(&expected, &close), None);
-    let far = json!({"score": 0.502, "start": T0, "nested": [{"p": 0.25}]});
+    // one unit of the last printed decimal (a thousandth of a score, a ten-thousandth of
+    // a share) is a difference, also on large values
+    let far = json!({"score": 0.501, "start": T0, "nested": [{"p": 0.25}]});
     assert_eq!(
         value_difference(&expected, &far).unwrap(),
-        "score: 0.502, expected 0.5"
+        "score: 0.501, expected 0.5"
     );
+    let share = json!({"score": 0.5, "start": T0, "nested": [{"p": 0.2501}]});
+    assert!(value_difference(&expected, &share).is_some());
+    assert!(value_difference(&json!({"s": 123_456.789}), &json!({"s": 123_456.788})).is_some());
     let off_by_one_ms = json!({"score": 0.5, "start": T0 + 1, "nested": [{"p": 0.25}]});
     assert!(value_difference(&expected, &off_by_one_ms).is_some());
     let missing = json!({"start": T0, "nested": [{"p": 0.25}]});
@@ -843,11 +1850,20 @@ fn oracle_value_comparison_uses_tolerance_and_expected_fields_only() {
 // 2.–5. The engine against the oracle
 // ---------------------------------------------------------------------------------------
 
-const VIEWS: [&str; 2] = ["sessions", "scores"];
+const VIEWS: [&str; 4] = ALL_VIEWS;
 
 /// The bundled example, a required file.
 fn example_input() -> String {
-    let path = repo_path("examples/events.jsonl");
+    read_required("examples/events.jsonl")
+}
+
+/// The catalog that goes with the bundled example.
+fn example_catalog() -> String {
+    read_required("examples/catalog.jsonl")
+}
+
+fn read_required(relative: &str) -> String {
+    let path = repo_path(relative);
     std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("required file {} cannot be read: {e}", path.display()))
 }
@@ -857,16 +1873,26 @@ fn generated_input() -> String {
     generate(300, 200, 20_000, 7).to_string()
 }
 
-/// Runs the engine on `input` (`--views sessions,scores`, `flags`, and `config` as
-/// `--config FILE`), checks the output protocol, and checks it against the oracle with
-/// `params` at every checkpoint of `granularity`. Returns the final state.
-fn check_engine(
-    input: &str,
-    params: Params,
-    flags: &[&str],
-    config: Option<&str>,
-    granularity: Granularity,
-) -> State {
+/// `intentflow generate ARGS --catalog-out FILE`: (events, catalog).
+fn generated_with_catalog(args: &[&str]) -> (String, String) {
+    let generated = generate_with_catalog(args);
+    (generated.0.clone(), generated.1.clone())
+}
+
+/// Runs the engine on `input` (`--views sessions,scores,affinity,features`, the config
+/// and catalog of `params` as `--config FILE` and `--catalog FILE`, and `flags`), checks
+/// the output protocol, and checks it against the oracle with `params` at every checkpoint
+/// of `granularity`. Returns the final state.
+fn check_engine(input: &str, params: Params, flags: &[&str], granularity: Granularity) -> State {
+    let config_file = params
+        .config_text
+        .as_ref()
+        .map(|text| temp_file(".toml", text));
+    let catalog_file = params
+        .catalog
+        .text
+        .as_ref()
+        .map(|text| temp_file(".jsonl", text));
     let oracle = Oracle::new(input, params);
     assert!(
         oracle.rejected.is_empty(),
@@ -874,11 +1900,13 @@ fn check_engine(
         oracle.rejected.first()
     );
     let input_file = temp_file(".jsonl", input);
-    let config_file = config.map(|text| temp_file(".toml", text));
     let views = VIEWS.join(",");
     let mut args = vec!["--views", &views];
     if let Some(file) = &config_file {
         args.extend(["--config", file.path().to_str().unwrap()]);
+    }
+    if let Some(file) = &catalog_file {
+        args.extend(["--catalog", file.path().to_str().unwrap()]);
     }
     args.extend_from_slice(flags);
     let run = run_engine(input_file.path(), &args);
@@ -886,31 +1914,101 @@ fn check_engine(
     output
         .check_consolidated()
         .unwrap_or_else(|e| panic!("`{}`: {e}", run.command));
+    let started = std::time::Instant::now();
     oracle
         .check(&output, &VIEWS, granularity)
         .unwrap_or_else(|e| panic!("`{}`:\n{e}", run.command));
     let final_state = output.final_state();
+    let rows = |view: &str| final_state.keys().filter(|(v, _)| v == view).count();
     eprintln!(
-        "`{}`: {} events ({} late), {} changes, {} progress lines, {} rows at the end, {:.1?}",
+        "`{}`: {} events ({} late), {} changes, {} progress lines, rows at the end: {} sessions, {} scores, {} affinity, {} features; engine {:.1?}, oracle check {:.1?}",
         run.command,
         oracle.events.len(),
         oracle.late_events(),
         output.change_count(),
         output.progress_count(),
-        final_state.len(),
-        run.elapsed
+        rows("sessions"),
+        rows("scores"),
+        rows("affinity"),
+        rows("features"),
+        run.elapsed,
+        started.elapsed(),
     );
     final_state
 }
 
-/// Guards a large test against proving nothing: every view has rows at the end.
-fn assert_every_view_has_rows(state: &State) {
-    for view in VIEWS {
+/// Guards a large test against proving nothing: each of `views` has rows at the end.
+fn assert_views_have_rows(state: &State, views: &[&str]) {
+    for view in views {
         assert!(
             state.keys().any(|(v, _)| v == view),
             "no {view} rows at the end"
         );
     }
+}
+
+/// All four views have rows (the run had a catalog).
+fn assert_every_view_has_rows(state: &State) {
+    assert_views_have_rows(state, &VIEWS);
+}
+
+/// Without a catalog there is no affinity, and every user has 0 categories.
+fn assert_no_affinity_without_catalog(state: &State) {
+    assert_views_have_rows(state, &["sessions", "scores", "features"]);
+    for ((view, key), (value, _)) in state {
+        assert_ne!(view, "affinity", "an affinity row without a catalog: {key}");
+        if view == "features" {
+            assert_eq!(value["categories"], json!(0), "{key}: {value}");
+        }
+    }
+}
+
+/// `input` with recommendation ids and more quick exits: half of the page views and exits
+/// on an item get a `rec`, and after some clicks the user leaves the item quickly from a
+/// recommendation (an `exit` with a short dwell and a `rec`), so that items get rejected.
+fn with_recs(input: &str, seed: u64) -> String {
+    let mut rng = Rng::new(seed);
+    let mut out = String::new();
+    for (i, line) in input.lines().enumerate() {
+        let ts = parse_event(i + 1, line)
+            .unwrap_or_else(|e| panic!("input line {}: {e}", i + 1))
+            .ts;
+        let mut event: Value = serde_json::from_str(line).expect("generated JSON");
+        let kind = event["type"].as_str().unwrap_or_default().to_string();
+        let has_item = event.get("item").is_some_and(Value::is_string);
+        if has_item && (kind == "page_view" || kind == "exit") && rng.below(2) == 0 {
+            event["rec"] = json!(format!("r{}", rng.below(5)));
+        }
+        out.push_str(&format!("{event}\n"));
+        if has_item && kind == "click" && rng.below(4) == 0 {
+            let mut exit = json!({
+                "user": event["user"],
+                "type": "exit",
+                "ts": ts + 500,
+                "item": event["item"],
+                "dwell_ms": 300 + rng.below(9_000),
+                "rec": format!("r{}", rng.below(5)),
+            });
+            if let Some(session) = event.get("session") {
+                exit["session"] = session.clone();
+            }
+            out.push_str(&format!("{exit}\n"));
+        }
+    }
+    out
+}
+
+/// Guards a feedback test against proving nothing: some item is rejected at some time.
+fn assert_some_item_rejected(oracle: &Oracle) {
+    let times: Vec<i64> = oracle.change_times().into_iter().collect();
+    let step = (times.len() / 40).max(1);
+    assert!(
+        times
+            .iter()
+            .step_by(step)
+            .any(|t| !oracle.rejected_at(*t).is_empty()),
+        "no item is ever rejected; the input needs more quick exits from recommendations"
+    );
 }
 
 /// Events of a custom type (`hover`, weighted by `CONFIG_WEIGHTS`) and of an unknown type,
@@ -1011,47 +2109,56 @@ fn engine_session_boundaries_with_late_events() {
     let input = session_boundary_input(200, 15, 3);
     let params = Params::new(1000, 0);
     assert!(Oracle::new(&input, params.clone()).late_events() > 300);
-    assert_every_view_has_rows(&check_engine(
+    assert_no_affinity_without_catalog(&check_engine(
         &input,
         params,
         &["--lateness-ms", "0", "--workers", "2"],
-        None,
         Granularity::EveryTime,
     ));
 }
 
 #[test]
-fn engine_example_default_flags() {
+fn engine_example_with_catalog_default_flags() {
+    let params = Params::default().with_catalog(&example_catalog());
+    assert!(params.catalog.rejected.is_empty());
     assert_every_view_has_rows(&check_engine(
         &example_input(),
-        Params::default(),
+        params,
         &[],
-        None,
         Granularity::Progress,
     ));
 }
 
 #[test]
-fn engine_example_minute_ticks_no_lateness() {
-    let params = Params::new(60_000, 0);
-    let flags = params.time_flags();
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+fn engine_example_with_catalog_four_workers() {
+    let params = Params::default().with_catalog(&example_catalog());
     assert_every_view_has_rows(&check_engine(
         &example_input(),
         params,
+        &["--workers", "4"],
+        Granularity::Progress,
+    ));
+}
+
+#[test]
+fn engine_example_minute_ticks_no_lateness_no_catalog() {
+    let params = Params::new(60_000, 0);
+    let flags = params.time_flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    assert_no_affinity_without_catalog(&check_engine(
+        &example_input(),
+        params,
         &flags,
-        None,
         Granularity::Progress,
     ));
 }
 
 #[test]
 fn engine_generated_default_flags() {
-    assert_every_view_has_rows(&check_engine(
+    assert_no_affinity_without_catalog(&check_engine(
         &generated_input(),
         Params::default(),
         &[],
-        None,
         Granularity::Progress,
     ));
 }
@@ -1059,13 +2166,101 @@ fn engine_generated_default_flags() {
 #[test]
 fn engine_generated_config_weights_two_workers() {
     let input = with_custom_type_events(&generated_input());
-    let params = Params::default().with_weights(Weights::from_config(CONFIG_WEIGHTS));
+    let params = Params::default().with_config(CONFIG_WEIGHTS);
+    assert_no_affinity_without_catalog(&check_engine(
+        &input,
+        params,
+        &["--workers", "2"],
+        Granularity::Progress,
+    ));
+}
+
+/// Seven days of generated events (with recommendation ids) and their catalog.
+fn week_with_catalog() -> (String, String) {
+    let (events, catalog) = generated_with_catalog(&[
+        "--users", "150", "--items", "80", "--events", "4000", "--seed", "5", "--days", "7",
+    ]);
+    (with_recs(&events, 5), catalog)
+}
+
+/// A window of 2 days over 7 days of events: events leave the window, recency flags
+/// (1 and 3 days) switch off and rejections end in the middle of the stream.
+fn check_short_window(workers: &str) {
+    let (input, catalog) = week_with_catalog();
+    let params = Params::default()
+        .with_config(SHORT_WINDOWS)
+        .with_catalog(&catalog);
+    let oracle = Oracle::new(&input, params.clone());
+    let (first, last) = (
+        oracle.events.iter().map(|s| s.effective).min().unwrap(),
+        oracle.last_time().unwrap(),
+    );
+    assert!(
+        last - first > 2 * 2 * DAY,
+        "the input spans {} ms, not more than two windows",
+        last - first
+    );
+    assert_some_item_rejected(&oracle);
+    assert_every_view_has_rows(&check_engine(
+        &input,
+        params,
+        &["--workers", workers],
+        Granularity::EveryTime,
+    ));
+}
+
+#[test]
+fn engine_generated_short_window_one_worker() {
+    check_short_window("1");
+}
+
+#[test]
+fn engine_generated_short_window_four_workers() {
+    check_short_window("4");
+}
+
+/// Other values for every weight, engagement, feedback and window setting.
+const OTHER_FEEDBACK_CONFIG: &str = "\
+[weights]
+click = 1.5
+page_view = 0.1
+custom = { hover = 0.7 }
+
+[engagement]
+high_intent = [\"purchase\", \"add_to_cart\", \"wishlist\"]
+active = [\"click\", \"video_play\", \"hover\"]
+passive_max_scroll = 0.35
+
+[feedback]
+long_dwell_ms = 45000
+long_dwell_boost = 0.75
+quick_exit_ms = 8000
+quick_exit_penalty = 1.25
+bounce_ms = 20000
+rejected_min_users = 2
+rejected_penalty = 0.5
+
+[windows]
+span_ms = 345600000
+recency_days = [2, 5]
+boost = [{ span_ms = 3600000, extra = 0.5 }, { span_ms = 86400000, extra = 0.333 }]
+";
+
+#[test]
+fn engine_generated_other_feedback_engagement_and_boosts_two_workers() {
+    let (events, catalog) = generated_with_catalog(&[
+        "--users", "120", "--items", "60", "--events", "4000", "--seed", "9", "--days", "6",
+    ]);
+    let input = with_custom_type_events(&with_recs(&events, 9));
+    let params = Params::default()
+        .with_config(OTHER_FEEDBACK_CONFIG)
+        .with_catalog(&catalog);
+    assert_some_item_rejected(&Oracle::new(&input, params.clone()));
     assert_every_view_has_rows(&check_engine(
         &input,
         params,
         &["--workers", "2"],
-        Some(CONFIG_WEIGHTS),
-        Granularity::Progress,
+        Granularity::EveryTime,
     ));
 }
 
@@ -1079,26 +2274,25 @@ fn engine_shuffled_input_with_late_events() {
         late * 10 >= events,
         "only {late} of {events} events are late; shuffle harder"
     );
-    assert_every_view_has_rows(&check_engine(
+    assert_no_affinity_without_catalog(&check_engine(
         &input,
         params,
         &["--lateness-ms", "0"],
-        None,
         Granularity::Progress,
     ));
 }
 
 /// Stronger than the promise at progress lines: changes carry the effective time of the
-/// events that cause them, so the state after every change time is also the oracle's.
+/// events that cause them (or of the window boundary they cross), so the state after every
+/// change time is also the oracle's.
 #[test]
 fn engine_change_times_are_effective_times() {
     let input = shuffled_within(&example_input(), 3 * MINUTE as u64, 5);
-    let params = Params::new(1000, 0);
+    let params = Params::new(1000, 0).with_catalog(&example_catalog());
     check_engine(
         &input,
         params,
         &["--lateness-ms", "0"],
-        None,
         Granularity::EveryTime,
     );
 }
@@ -1113,23 +2307,44 @@ fn engine_hand_made_inputs() {
             &case.input,
             case.params.clone(),
             &flags,
-            case.config,
             Granularity::EveryTime,
         );
     }
 }
 
-fn assert_workers_agree(input: &str) {
+/// Runs `intentflow run` on `input` with `flags` at 1, 2 and 4 workers (all views, the
+/// engine's default) and compares the change lines.
+fn assert_workers_agree(input: &str, flags: &[&str]) {
     let file = temp_file(".jsonl", input);
     let runs: Vec<Run> = ["1", "2", "4"]
         .into_iter()
-        .map(|workers| run_engine(file.path(), &["--workers", workers]))
+        .map(|workers| {
+            let mut args = vec!["--workers", workers];
+            args.extend_from_slice(flags);
+            run_engine(file.path(), &args)
+        })
         .collect();
+    let output = runs[0].output();
     assert!(
-        runs[0].output().change_count() > 0,
+        output.change_count() > 0,
         "`{}` printed no changes",
         runs[0].command
     );
+    let views: BTreeSet<&str> = output
+        .lines
+        .iter()
+        .filter_map(|(_, line)| match line {
+            Line::Change(c) => Some(c.view.as_str()),
+            _ => None,
+        })
+        .collect();
+    for view in VIEWS {
+        assert!(
+            views.contains(view),
+            "`{}` printed no {view} changes (views: {views:?})",
+            runs[0].command
+        );
+    }
     // Change lines must agree byte for byte after sorting. Progress lines are heartbeats
     // whose placement depends on scheduling (README: the state at each one is exact, which
     // the oracle tests check); only the final `{"progress":null}` is common to all runs.
@@ -1152,36 +2367,92 @@ fn assert_workers_agree(input: &str) {
 
 #[test]
 fn engine_workers_agree_on_example() {
-    assert_workers_agree(&example_input());
+    let catalog = temp_file(".jsonl", &example_catalog());
+    let catalog = catalog.path().to_str().unwrap();
+    assert_workers_agree(&example_input(), &["--catalog", catalog]);
 }
 
 #[test]
-fn engine_workers_agree_on_generated() {
-    assert_workers_agree(&generated_input());
+fn engine_workers_agree_on_generated_short_window() {
+    let (input, catalog) = week_with_catalog();
+    let catalog = temp_file(".jsonl", &catalog);
+    let config = temp_file(".toml", SHORT_WINDOWS);
+    assert_workers_agree(
+        &input,
+        &[
+            "--catalog",
+            catalog.path().to_str().unwrap(),
+            "--config",
+            config.path().to_str().unwrap(),
+        ],
+    );
+}
+
+/// The brief: an unknown key or a bad value in the config is an error that names it.
+#[test]
+fn engine_config_errors_name_the_key() {
+    let input = temp_file(".jsonl", "");
+    for (config, key) in [
+        ("[feedback]\nbogus = 1\n", "bogus"),
+        ("[windows]\nspan_ms = 0\n", "span_ms"),
+        ("[windows]\nrecency_days = [0]\n", "recency_days"),
+        (
+            "[engagement]\npassive_max_scroll = 1.5\n",
+            "passive_max_scroll",
+        ),
+        ("[engagement]\nactive = [\"teleport\"]\n", "active"),
+        ("[feedback]\nrejected_min_users = 0\n", "rejected_min_users"),
+    ] {
+        assert!(parse_config(config).is_err(), "the oracle accepts {config}");
+        let file = temp_file(".toml", config);
+        let run = intentflow(&[
+            "run",
+            "--input",
+            input.path().to_str().unwrap(),
+            "--config",
+            file.path().to_str().unwrap(),
+        ]);
+        assert!(
+            !run.status.success(),
+            "`{}` accepted the config {config:?}",
+            run.command
+        );
+        assert!(
+            run.stderr.contains(key),
+            "`{}` with {config:?}: stderr does not name {key}:\n{}",
+            run.command,
+            tail(&run.stderr, 10)
+        );
+    }
 }
 
 /// Any input against the oracle, for investigating a mismatch:
 /// `INTENTFLOW_TEST_INPUT=events.jsonl [INTENTFLOW_TEST_TICK_MS=1000]
 /// [INTENTFLOW_TEST_LATENESS_MS=5000] [INTENTFLOW_TEST_CONFIG=config.toml]
+/// [INTENTFLOW_TEST_CATALOG=catalog.jsonl]
 /// cargo test --test oracle_views engine_input_from_env -- --ignored --nocapture`
 #[test]
 #[ignore = "needs INTENTFLOW_TEST_INPUT"]
 fn engine_input_from_env() {
     let var = |name: &str| std::env::var(name).ok();
+    let read =
+        |path: String| std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let path =
         var("INTENTFLOW_TEST_INPUT").expect("set INTENTFLOW_TEST_INPUT to a JSON lines file");
-    let input = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let input = read(path);
     let number = |name: &str, default: i64| var(name).map_or(default, |v| v.parse().expect(name));
-    let mut params = Params::new(
+    let mut params = Params::default();
+    if let Some(path) = var("INTENTFLOW_TEST_CONFIG") {
+        params = params.with_config(&read(path));
+    }
+    if let Some(path) = var("INTENTFLOW_TEST_CATALOG") {
+        params = params.with_catalog(&read(path));
+    }
+    let params = params.times(
         number("INTENTFLOW_TEST_TICK_MS", 1000),
         number("INTENTFLOW_TEST_LATENESS_MS", 5000),
     );
-    let config = var("INTENTFLOW_TEST_CONFIG").map(|path| {
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        params.weights = Weights::from_config(&text);
-        &*text.leak()
-    });
     let flags = params.time_flags();
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    check_engine(&input, params, &flags, config, Granularity::EveryTime);
+    check_engine(&input, params, &flags, Granularity::EveryTime);
 }

@@ -40,6 +40,9 @@ pub struct Event {
     pub session: Option<String>,
     pub scroll: Option<f64>,
     pub dwell_ms: Option<u64>,
+    /// The recommendation list the event came from; `None` when absent, null or empty
+    /// (as for `session`).
+    pub rec: Option<String>,
     /// The whole object, for fields later views read (`page`, `value`, `rec`, …).
     pub fields: Map<String, Value>,
 }
@@ -78,6 +81,7 @@ pub fn parse_event(line: usize, text: &str) -> Result<Event, String> {
     };
     let item = optional_string("item")?;
     let session = optional_string("session")?.filter(|s| !s.is_empty());
+    let rec = optional_string("rec")?.filter(|s| !s.is_empty());
     let scroll = match optional("scroll") {
         None => None,
         Some(v) => Some(
@@ -102,6 +106,7 @@ pub fn parse_event(line: usize, text: &str) -> Result<Event, String> {
         session,
         scroll,
         dwell_ms,
+        rec,
         fields,
     })
 }
@@ -208,11 +213,17 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-
 impl Event {
-    /// The event carries a `rec` field (present and not null; its value is not looked at).
+    /// The event carries a `rec` field: a non-empty string (`"rec":""` and `"rec":null`
+    /// count as absent, like an empty `session`; a `rec` that is not a string makes the
+    /// line bad).
     pub fn has_rec(&self) -> bool {
-        self.fields.get("rec").is_some_and(|v| !v.is_null())
+        self.rec.is_some()
+    }
+
+    /// `scroll` in the engine's fixed point, ten-thousandths (rounded half away from 0).
+    pub fn scroll_e4(&self) -> Option<i64> {
+        self.scroll.map(|s| (s * 10_000.0).round() as i64)
     }
 }
 
@@ -417,9 +428,10 @@ pub fn parse_config(toml_text: &str) -> Result<Config, String> {
         }
     };
     for name in root.keys() {
-        if !["weights", "engagement", "feedback", "windows", "sessions"].contains(&name.as_str())
-        {
-            return Err(format!("{name}: unknown table (the oracle knows [weights], [engagement], [feedback], [windows], [sessions])"));
+        if !["weights", "engagement", "feedback", "windows", "sessions"].contains(&name.as_str()) {
+            return Err(format!(
+                "{name}: unknown table (the oracle knows [weights], [engagement], [feedback], [windows], [sessions])"
+            ));
         }
     }
     // [weights] first: [engagement] may name its custom types.
@@ -480,9 +492,7 @@ pub fn parse_config(toml_text: &str) -> Result<Config, String> {
                 "long_dwell_ms" => f.long_dwell_ms = integer(&key, value, 0)? as u64,
                 "long_dwell_boost" => f.long_dwell_boost_milli = to_milli(number(&key, value)?),
                 "quick_exit_ms" => f.quick_exit_ms = integer(&key, value, 0)? as u64,
-                "quick_exit_penalty" => {
-                    f.quick_exit_penalty_milli = to_milli(number(&key, value)?)
-                }
+                "quick_exit_penalty" => f.quick_exit_penalty_milli = to_milli(number(&key, value)?),
                 "bounce_ms" => f.bounce_ms = integer(&key, value, 0)? as u64,
                 "rejected_min_users" => f.rejected_min_users = integer(&key, value, 1)? as usize,
                 "rejected_penalty" => f.rejected_penalty_milli = to_milli(number(&key, value)?),
@@ -520,8 +530,7 @@ pub fn parse_config(toml_text: &str) -> Result<Config, String> {
                             }
                         }
                         let field = |name: &str| {
-                            b.get(name)
-                                .ok_or_else(|| format!("{key}.{name}: missing"))
+                            b.get(name).ok_or_else(|| format!("{key}.{name}: missing"))
                         };
                         w.boost.push(Boost {
                             span_ms: integer(&format!("{key}.span_ms"), field("span_ms")?, 1)?,
@@ -573,9 +582,11 @@ fn type_list(key: &str, value: &toml::Value, weights: &Weights) -> Result<Vec<St
 }
 
 /// The catalog (`--catalog`): item → category. A line is an item iff it is a JSON object
-/// with a non-empty string `item` and a non-empty string `category` (`kind`, `price`,
-/// `premium` are not looked at); the first such line for an item id wins, a later one is
-/// a bad line. The catalog holds at every time (it is read before any event applies).
+/// with a non-empty string `item` and a non-empty string `category`, and `kind`, `price`,
+/// `premium`, when present and not null, have the types DESIGN.md §2 gives them (one of
+/// product/article/guide/offer, a number, a boolean). The first such line for an item id
+/// wins; a later one is a bad line ("duplicate catalog item"); a bad line claims no id.
+/// The catalog holds at every time (it is read before any event applies).
 #[derive(Clone, Debug, Default)]
 pub struct Catalog {
     pub category: HashMap<String, String>,
@@ -602,6 +613,20 @@ impl Catalog {
                         Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
                         _ => Err(format!("\"{name}\" is missing or not a non-empty string")),
                     };
+                    let present = |name: &str| v.get(name).filter(|x| !x.is_null());
+                    if let Some(kind) = present("kind")
+                        && !["product", "article", "guide", "offer"]
+                            .iter()
+                            .any(|k| kind == k)
+                    {
+                        return Err(format!("\"kind\" {kind} is not a known kind"));
+                    }
+                    if present("price").is_some_and(|p| !p.is_number()) {
+                        return Err("\"price\" is not a number".into());
+                    }
+                    if present("premium").is_some_and(|p| !p.is_boolean()) {
+                        return Err("\"premium\" is not a boolean".into());
+                    }
                     Ok((string("item")?, string("category")?))
                 });
             match parsed {
@@ -689,15 +714,13 @@ impl Params {
         }
     }
 
-    /// The catalog (which the engine gets as `--catalog`); panics on a bad catalog line.
+    /// The catalog (which the engine gets as `--catalog`); its bad lines are in
+    /// `catalog.rejected`.
     pub fn with_catalog(self, jsonl: &str) -> Params {
-        let catalog = Catalog::parse(jsonl);
-        assert!(
-            catalog.rejected.is_empty(),
-            "test catalog has bad lines: {:?}",
-            catalog.rejected
-        );
-        Params { catalog, ..self }
+        Params {
+            catalog: Catalog::parse(jsonl),
+            ..self
+        }
     }
 
     /// The engine flags for these times (`--tick-ms N --lateness-ms N`).
@@ -748,7 +771,6 @@ pub fn stamp_effective_times(events: Vec<Event>, params: &Params) -> Vec<Stamped
         .collect()
 }
 
-
 // ---------------------------------------------------------------------------------------
 // Views at a time T (semantics brief for issue 3)
 // ---------------------------------------------------------------------------------------
@@ -794,7 +816,8 @@ pub struct Session {
     pub high_intent: usize,
     pub purchases: usize,
     pub dwell_ms: u64,
-    pub max_scroll: Option<f64>,
+    /// The deepest scroll, in ten-thousandths (0 without scroll).
+    pub max_scroll_e4: i64,
     pub bounce: bool,
     /// `passive`, `active` or `high_intent`
     pub engagement: &'static str,
@@ -814,7 +837,7 @@ impl Session {
             "high_intent": self.high_intent,
             "purchases": self.purchases,
             "dwell_ms": self.dwell_ms,
-            "max_scroll": self.max_scroll.map_or(json!(0), |s| json!(s)),
+            "max_scroll": fixed_point(self.max_scroll_e4, 10_000),
             "bounce": self.bounce,
             "engagement": self.engagement,
         })
@@ -857,10 +880,11 @@ fn summarize_session(user: &str, id: String, events: &[&Event], params: &Params)
     let engagement = &params.engagement;
     let has_type = |kinds: &[String], e: &Event| kinds.iter().any(|k| *k == e.kind);
     let count = |pred: &dyn Fn(&Event) -> bool| events.iter().filter(|e| pred(e)).count();
-    let max_scroll = events
+    let max_scroll_e4 = events
         .iter()
-        .filter_map(|e| e.scroll)
-        .fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.max(s))));
+        .filter_map(|e| e.scroll_e4())
+        .max()
+        .unwrap_or(0);
     let start = events.iter().map(|e| e.ts).min().unwrap();
     let end = events.iter().map(|e| e.ts).max().unwrap();
     let page_views = count(&|e| e.kind == "page_view");
@@ -871,7 +895,7 @@ fn summarize_session(user: &str, id: String, events: &[&Event], params: &Params)
     let engagement = if high_intent > 0 {
         "high_intent"
     } else if count(&|e| has_type(&engagement.active, e)) > 0
-        || max_scroll.unwrap_or(0.0) >= engagement.passive_max_scroll
+        || max_scroll_e4 >= (engagement.passive_max_scroll * 10_000.0).round() as i64
     {
         "active"
     } else {
@@ -887,7 +911,7 @@ fn summarize_session(user: &str, id: String, events: &[&Event], params: &Params)
         high_intent,
         purchases: count(&|e| e.kind == "purchase"),
         dwell_ms,
-        max_scroll,
+        max_scroll_e4,
         bounce,
         engagement,
     }
@@ -970,8 +994,9 @@ pub fn score_milli(
         if let Some(item) = &s.event.item
             && in_main_window(s, now, params)
         {
-            *base.entry((s.event.user.clone(), item.clone())).or_default() +=
-                boosted_milli(s, now, params);
+            *base
+                .entry((s.event.user.clone(), item.clone()))
+                .or_default() += boosted_milli(s, now, params);
         }
     }
     base.into_iter()
@@ -1206,10 +1231,7 @@ impl Oracle {
         for s in &self.events {
             let e = &s.event;
             let t = s.effective;
-            let item = e
-                .item
-                .as_deref()
-                .filter(|_| is_rejection(e, &self.params));
+            let item = e.item.as_deref().filter(|_| is_rejection(e, &self.params));
             out.push((t, e.user.as_str(), item));
             out.push((t.saturating_add(w.span_ms), &e.user, item));
             for n in &w.recency_days {
@@ -1350,7 +1372,7 @@ impl Oracle {
                 e.session.as_deref().unwrap_or("-"),
                 e.scroll.map_or("-".to_string(), |s| s.to_string()),
                 e.dwell_ms.map_or("-".to_string(), |d| d.to_string()),
-                if e.has_rec() { " rec" } else { "" },
+                e.rec.as_ref().map_or(String::new(), |r| format!(" rec {r}")),
             ));
         }
         text
@@ -1414,9 +1436,8 @@ impl<'o> Checker<'o> {
 
     fn expected(&self, (view_name, key): &RowId) -> Option<&Value> {
         let user = key.field("user")?;
-        self.partitions
-            .get(&(view_name.as_str(), user))
-            .and_then(|rows| rows.get(key))
+        let view: &'static str = VIEW_NAMES.iter().find(|v| **v == view_name)?;
+        self.partitions.get(&(view, user))?.get(key)
     }
 
     /// Moves the state to `now` (not before the current time), adding every row whose
@@ -1438,12 +1459,8 @@ impl<'o> Checker<'o> {
         }
         let params = &self.oracle.params;
         for item in items {
-            let rejected_now = !rejected_items(
-                self.item_rejections[item].iter().copied(),
-                now,
-                params,
-            )
-            .is_empty();
+            let rejected_now =
+                !rejected_items(self.item_rejections[item].iter().copied(), now, params).is_empty();
             if rejected_now != self.rejected.contains(item) {
                 if rejected_now {
                     self.rejected.insert(item.to_string());
