@@ -1500,6 +1500,11 @@ fn oracle_config_errors_name_the_key() {
         ),
         ("[windows]\nspan_ms = 0\n", "windows.span_ms"),
         ("[windows]\nrecency_days = [1, 0]\n", "windows.recency_days"),
+        ("[windows]\nrecency_days = [7, 7]\n", "windows.recency_days"),
+        (
+            "[sessions]\ninactivity_gap_ms = 0\n",
+            "sessions.inactivity_gap_ms",
+        ),
         (
             "[windows]\nboost = [{ span_ms = 1000 }]\n",
             "windows.boost.extra",
@@ -2136,7 +2141,7 @@ fn engine_example_with_catalog_four_workers() {
         &example_input(),
         params,
         &["--workers", "4"],
-        Granularity::Progress,
+        Granularity::EveryTime,
     ));
 }
 
@@ -2391,7 +2396,7 @@ fn engine_workers_agree_on_generated_short_window() {
 /// The brief: an unknown key or a bad value in the config is an error that names it.
 #[test]
 fn engine_config_errors_name_the_key() {
-    let input = temp_file(".jsonl", "");
+    let input = temp_jsonl(&[event("u1", "click", T0).to_string()]);
     for (config, key) in [
         ("[feedback]\nbogus = 1\n", "bogus"),
         ("[windows]\nspan_ms = 0\n", "span_ms"),

@@ -225,7 +225,8 @@ pub fn generate(users: u32, items: u32, events: u32, seed: u64) -> Arc<String> {
 /// `intentflow generate ARGS... --catalog-out FILE`: (events, catalog), generated once per
 /// test process for each argument list.
 pub fn generate_with_catalog(args: &[&str]) -> Arc<(String, String)> {
-    static CACHE: OnceLock<Mutex<HashMap<Vec<String>, Arc<(String, String)>>>> = OnceLock::new();
+    type Generated = Arc<(String, String)>;
+    static CACHE: OnceLock<Mutex<HashMap<Vec<String>, Generated>>> = OnceLock::new();
     let key: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let mut cache = CACHE
         .get_or_init(Default::default)

@@ -461,7 +461,7 @@ pub fn parse_config(toml_text: &str) -> Result<Config, String> {
         for (name, value) in sessions {
             let key = format!("sessions.{name}");
             match name.as_str() {
-                "inactivity_gap_ms" => config.session_gap_ms = integer(&key, value, 0)?,
+                "inactivity_gap_ms" => config.session_gap_ms = integer(&key, value, 1)?,
                 _ => return Err(format!("{key}: unknown key")),
             }
         }
@@ -514,6 +514,11 @@ pub fn parse_config(toml_text: &str) -> Result<Config, String> {
                         .iter()
                         .map(|d| integer(&key, d, 1))
                         .collect::<Result<_, _>>()?;
+                    // each N names a feature `active_<N>d`
+                    let distinct: BTreeSet<i64> = w.recency_days.iter().copied().collect();
+                    if distinct.len() != w.recency_days.len() {
+                        return Err(format!("{key}: a number of days is listed twice"));
+                    }
                 }
                 "boost" => {
                     let toml::Value::Array(boosts) = value else {
@@ -878,7 +883,7 @@ pub fn session_list(events: &[&Event], params: &Params) -> Vec<Session> {
 
 fn summarize_session(user: &str, id: String, events: &[&Event], params: &Params) -> Session {
     let engagement = &params.engagement;
-    let has_type = |kinds: &[String], e: &Event| kinds.iter().any(|k| *k == e.kind);
+    let has_type = |kinds: &[String], e: &Event| kinds.contains(&e.kind);
     let count = |pred: &dyn Fn(&Event) -> bool| events.iter().filter(|e| pred(e)).count();
     let max_scroll_e4 = events
         .iter()
