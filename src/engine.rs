@@ -69,7 +69,7 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
         // before it is out, each worker drops the dataflow instead of draining the
         // future. The input worker broadcasts the horizon to every worker.
         let horizon: Rc<Cell<Option<Time>>> = Rc::new(Cell::new(None));
-        let printed: Rc<Cell<bool>> = Rc::new(Cell::new(false));
+        let flushed: Rc<Cell<Option<Option<Time>>>> = Rc::new(Cell::new(None));
         let mut horizon_in: InputSession<Time, Time, isize> = InputSession::new();
         let stats = stats
             .clone()
@@ -97,7 +97,7 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
             }
             let sink = SinkState {
                 horizon: Rc::clone(&horizon),
-                printed: Rc::clone(&printed),
+                flushed: Rc::clone(&flushed),
             };
             collect_output(rows.inner, output, sink)
         });
@@ -145,7 +145,8 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
                 }
                 if closed {
                     let end = last_event.map_or(0, |time| time + 1).max(*events_in.time());
-                    horizon.set(Some(end));
+                    // Every worker, this one included, learns the horizon through the
+                    // broadcast: having received it here proves it was sent to all.
                     horizon_in.insert(end);
                     events_in.advance_to(end);
                     catalog_in.advance_to(end);
@@ -174,7 +175,12 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
         // it, has been printed), then stop without computing what lies beyond.
         loop {
             let finished = horizon.get().is_some_and(|end| {
-                !delivered.less_than(&end) && (final_output.is_none() || printed.get())
+                let printed = match flushed.get() {
+                    Some(Some(bound)) => bound >= end,
+                    Some(None) => true,
+                    None => false,
+                };
+                !delivered.less_than(&end) && (final_output.is_none() || printed)
             });
             if finished {
                 break;
@@ -211,8 +217,10 @@ type RowStream<'s> = timely::dataflow::Stream<'s, Time, Vec<(ViewRow, Time, isiz
 struct SinkState {
     /// The input horizon, once known: changes at or after it are not printed.
     horizon: Rc<Cell<Option<Time>>>,
-    /// Set once every change before the horizon has been handed to the output thread.
-    printed: Rc<Cell<bool>>,
+    /// The frontier up to which the sink has handed every change to the output thread
+    /// (`Some(None)`: all of them). Read against the horizon even if the horizon became
+    /// known after the sink last ran, e.g. when input ends without any event.
+    flushed: Rc<Cell<Option<Option<Time>>>>,
 }
 
 /// Gathers every row change on worker 0 and, as the frontier passes each time, hands the
@@ -259,9 +267,7 @@ fn collect_output(
             reported = bound;
             let _ = output.send(OutputMessage::Progress(bound));
         }
-        if reached(bound) {
-            state.printed.set(true);
-        }
+        state.flushed.set(Some(bound));
     });
     probe
 }

@@ -478,3 +478,16 @@ fn example_config_visibly_changes_scores() {
         defaults.len()
     );
 }
+
+#[test]
+fn empty_input_finishes_at_every_worker_count() {
+    let empty = write_temp(b"");
+    // Shutdown must not depend on any event having moved the frontier; repeated because
+    // the hang this guards against was a race between workers.
+    for workers in ["1", "2", "4"] {
+        for _ in 0..5 {
+            let run = run_engine(empty.path(), &["--workers", workers]);
+            assert_eq!(run.stdout, "{\"progress\":null}\n");
+        }
+    }
+}
