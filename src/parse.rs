@@ -27,27 +27,31 @@ pub fn parse_catalog_item(line: &str) -> Result<CatalogItem, String> {
         item: String,
         category: String,
         kind: ItemKind,
+        // Absent or null: no price, not premium.
         #[serde(default)]
-        price: f64,
+        price: Option<f64>,
         #[serde(default)]
-        premium: bool,
+        premium: Option<bool>,
     }
     let raw: RawItem = serde_json::from_str(line).map_err(describe_json_error)?;
     if raw.item.is_empty() {
         return Err("empty \"item\"".into());
     }
-    if !(raw.price.is_finite() && raw.price >= 0.0) {
+    if raw.category.is_empty() {
+        return Err("empty \"category\"".into());
+    }
+    let price = raw.price.unwrap_or(0.0);
+    if !(price.is_finite() && price >= 0.0) {
         return Err(format!(
-            "\"price\" must be a non-negative number, got {}",
-            raw.price
+            "\"price\" must be a non-negative number, got {price}"
         ));
     }
     Ok(CatalogItem {
         item: ItemId::new(&raw.item),
         category: Category::new(&raw.category),
         kind: raw.kind,
-        price: Cents::from_f64(raw.price),
-        premium: raw.premium,
+        price: Cents::from_f64(price),
+        premium: raw.premium.unwrap_or(false),
     })
 }
 

@@ -491,3 +491,55 @@ fn empty_input_finishes_at_every_worker_count() {
         }
     }
 }
+
+#[test]
+fn bad_catalog_lines_are_reported_and_the_first_line_of_an_item_wins() {
+    let catalog = temp_file(
+        ".jsonl",
+        concat!(
+            r#"{"item":"p1","category":"shoes","kind":"product","price":10}"#,
+            "\n",
+            r#"{"item":"p2","category":"","kind":"product"}"#,
+            "\n",
+            r#"{"item":"p2","category":"bags","kind":"product","price":-1}"#,
+            "\n",
+            r#"{"item":"p2","category":"bags"}"#,
+            "\n",
+            r#"{"item":"p1","category":"hats","kind":"product"}"#,
+            "\n",
+            r#"{"item":"p2","category":"bags","kind":"offer","price":null,"premium":null}"#,
+            "\n",
+        ),
+    );
+    let events = write_temp(format!("{}\n{}\n", GOOD[0], GOOD[2]).as_bytes());
+    let run = run_engine(
+        events.path(),
+        &[
+            "--catalog",
+            catalog.path().to_str().unwrap(),
+            "--views",
+            "affinity",
+        ],
+    );
+    for (line, reason) in [
+        (2, "empty \"category\""),
+        (3, "\"price\""),
+        (4, "kind"),
+        (5, "duplicate catalog item"),
+    ] {
+        assert!(
+            run.stderr
+                .lines()
+                .any(|l| l.contains(&format!("line {line}: ")) && l.contains(reason)),
+            "catalog line {line} ({reason}) not reported:\n{}",
+            run.stderr
+        );
+    }
+    assert!(run.stderr.contains("2 catalog items"), "{}", run.stderr);
+    let state = run.output().final_state();
+    let categories: Vec<String> = state.keys().map(|(_, key)| key.to_string()).collect();
+    // u1 clicked and carted p1 (shoes, not hats); u2 bought p2 (bags).
+    assert_eq!(categories.len(), 2, "{categories:?}");
+    assert!(categories.iter().any(|k| k.contains("shoes")));
+    assert!(categories.iter().any(|k| k.contains("bags")));
+}

@@ -587,9 +587,9 @@ fn type_list(key: &str, value: &toml::Value, weights: &Weights) -> Result<Vec<St
 }
 
 /// The catalog (`--catalog`): item → category. A line is an item iff it is a JSON object
-/// with a non-empty string `item` and a non-empty string `category`, and `kind`, `price`,
-/// `premium`, when present and not null, have the types DESIGN.md §2 gives them (one of
-/// product/article/guide/offer, a number, a boolean). The first such line for an item id
+/// with a non-empty string `item`, a non-empty string `category` and a `kind` (one of
+/// product/article/guide/offer), and `price`, `premium`, when present and not null, are a
+/// non-negative number and a boolean. The first such line for an item id
 /// wins; a later one is a bad line ("duplicate catalog item"); a bad line claims no id.
 /// The catalog holds at every time (it is read before any event applies).
 #[derive(Clone, Debug, Default)]
@@ -619,15 +619,15 @@ impl Catalog {
                         _ => Err(format!("\"{name}\" is missing or not a non-empty string")),
                     };
                     let present = |name: &str| v.get(name).filter(|x| !x.is_null());
-                    if let Some(kind) = present("kind")
-                        && !["product", "article", "guide", "offer"]
-                            .iter()
-                            .any(|k| kind == k)
+                    let kind = present("kind").ok_or("\"kind\" is missing")?;
+                    if !["product", "article", "guide", "offer"]
+                        .iter()
+                        .any(|k| kind == k)
                     {
                         return Err(format!("\"kind\" {kind} is not a known kind"));
                     }
-                    if present("price").is_some_and(|p| !p.is_number()) {
-                        return Err("\"price\" is not a number".into());
+                    if present("price").is_some_and(|p| !p.as_f64().is_some_and(|p| p >= 0.0)) {
+                        return Err("\"price\" is not a non-negative number".into());
                     }
                     if present("premium").is_some_and(|p| !p.is_boolean()) {
                         return Err("\"premium\" is not a boolean".into());
