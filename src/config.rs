@@ -262,6 +262,13 @@ fn apply_windows(table: &WindowsTable, windows: &mut WindowParams) -> Result<(),
         windows.span_ms = positive("windows.span_ms", span)?;
     }
     if let Some(days) = &table.recency_days {
+        let most = intentflow_dataflows::features::MAX_RECENCY_WINDOWS;
+        if days.len() > most {
+            return Err(format!(
+                "windows.recency_days lists {} windows; at most {most} are supported",
+                days.len()
+            ));
+        }
         for (index, day) in days.iter().enumerate() {
             positive(&format!("windows.recency_days[{index}]"), *day)?;
             if days[..index].contains(day) {

@@ -1,112 +1,185 @@
 //! The `features` view (seed 2a): one vector per user, the input of segmentation and
 //! propensity models.
 //!
-//! Everything a user's vector needs arrives as a small "part" keyed by user: one per session
-//! row, one per category with a non-zero affinity, and one per recency window the user is
-//! active in. A single reduce per user folds the parts, so the per-user state is a handful
-//! of records and a change to any part recomputes only that user's vector.
+//! Every feature is a sum (or a ratio of sums) over the user's session rows, affinity rows
+//! and events in recency windows. So each such row or event contributes a vector of
+//! numbers carried in the *difference* of a `user` record, and differential adds them up
+//! in place: per user and time the state is one vector, and a change costs O(1) however
+//! many sessions the user has. A row's retraction subtracts exactly what its insertion
+//! added; a recency contribution is retracted when its window ends.
 
 use crate::Time;
 use crate::model::{Category, Event, Millis, UserId};
 use crate::params::{DAY_MS, WindowParams};
 use crate::sessions::{Engagement, SessionAggregate, SessionKey};
 use crate::windows::sliding;
-use differential_dataflow::VecCollection;
+use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
+use differential_dataflow::operators::CountTotal;
+use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
+use timely::dataflow::operators::vec::Map;
 
-/// One contribution to a user's feature vector.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-enum Part {
-    Session {
-        duration_ms: Millis,
-        page_views: u64,
-        high_intent: u64,
-        purchases: u64,
-        engaged: bool,
-        bounce: bool,
-    },
-    Category(Category),
-    /// Active within `recency_days[index]` days.
-    Recent(usize),
+/// How many `recency_days` windows a feature vector can carry.
+pub const MAX_RECENCY_WINDOWS: usize = 8;
+
+/// A user's feature sums; also the difference type that accumulates them.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct FeatureSums {
+    pub sessions: i64,
+    pub session_ms: i64,
+    pub page_views: i64,
+    pub high_intent: i64,
+    pub purchases: i64,
+    /// Sessions classed active or high intent.
+    pub engaged: i64,
+    pub bounces: i64,
+    /// Categories with a non-zero affinity.
+    pub categories: i64,
+    /// Events within each `recency_days` window, in order.
+    pub recent: [i64; MAX_RECENCY_WINDOWS],
 }
 
-/// A user's feature vector (the `features` view's value).
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Features {
-    pub sessions: u64,
-    pub avg_session_ms: Millis,
-    pub page_views: u64,
-    pub high_intent: u64,
-    pub purchases: u64,
-    /// Sessions classed active or high intent, and bounces; shares are derived on output.
-    pub engaged_sessions: u64,
-    pub bounces: u64,
-    pub categories: u64,
-    /// Per `recency_days` entry, in order.
-    pub active: Vec<bool>,
+impl FeatureSums {
+    fn of_session(session: &SessionAggregate) -> Self {
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        FeatureSums {
+            sessions: 1,
+            session_ms: count(session.duration_ms()),
+            page_views: count(session.page_views),
+            high_intent: count(session.high_intent),
+            purchases: count(session.purchases),
+            engaged: i64::from(session.engagement != Engagement::Passive),
+            bounces: i64::from(session.bounce),
+            ..FeatureSums::default()
+        }
+    }
+
+    /// Mean session duration, floored; 0 without sessions.
+    pub fn avg_session_ms(&self) -> Millis {
+        self.session_ms
+            .checked_div(self.sessions)
+            .map_or(0, |ms| ms.max(0) as Millis)
+    }
+
+    /// Whether the user had an event in recency window `index`.
+    pub fn active(&self, index: usize) -> bool {
+        self.recent.get(index).is_some_and(|count| *count > 0)
+    }
+
+    fn fields_mut(&mut self) -> impl Iterator<Item = &mut i64> {
+        [
+            &mut self.sessions,
+            &mut self.session_ms,
+            &mut self.page_views,
+            &mut self.high_intent,
+            &mut self.purchases,
+            &mut self.engaged,
+            &mut self.bounces,
+            &mut self.categories,
+        ]
+        .into_iter()
+        .chain(self.recent.iter_mut())
+    }
 }
 
-/// Maintains the `features` view.
+impl IsZero for FeatureSums {
+    fn is_zero(&self) -> bool {
+        *self == FeatureSums::default()
+    }
+}
+
+impl Semigroup for FeatureSums {
+    fn plus_equals(&mut self, rhs: &Self) {
+        let mut rhs = *rhs;
+        for (mine, theirs) in self.fields_mut().zip(rhs.fields_mut()) {
+            *mine += *theirs;
+        }
+    }
+}
+
+impl Monoid for FeatureSums {
+    fn zero() -> Self {
+        FeatureSums::default()
+    }
+}
+
+impl Abelian for FeatureSums {
+    fn negate(&mut self) {
+        for field in self.fields_mut() {
+            *field = -*field;
+        }
+    }
+}
+
+impl Multiply<isize> for FeatureSums {
+    type Output = FeatureSums;
+    fn multiply(mut self, rhs: &isize) -> Self {
+        for field in self.fields_mut() {
+            *field *= *rhs as i64;
+        }
+        self
+    }
+}
+
+/// Maintains the `features` view: a row per user with an event in the main window or in
+/// a recency window.
+///
+/// A recency window no longer than the main window is tracked through session rows: a
+/// session row counts as "recent" from when it appears until it is replaced or its last
+/// event is older than the window, whichever comes first. The expiry is scheduled when the
+/// row appears and cancelled by the row's retraction, so a user holds one pending expiry
+/// per live session instead of one per event. Longer windows count events directly.
 pub fn features<'s>(
     events: VecCollection<'s, Time, Event>,
     sessions: VecCollection<'s, Time, (SessionKey, SessionAggregate)>,
     affinity_users_categories: VecCollection<'s, Time, (UserId, Category)>,
     windows: &WindowParams,
-) -> VecCollection<'s, Time, (UserId, Features)> {
+) -> VecCollection<'s, Time, (UserId, FeatureSums)> {
+    let spans: Vec<(usize, Millis)> = windows
+        .recency_days
+        .iter()
+        .map(|days| days.saturating_mul(DAY_MS))
+        .enumerate()
+        .collect();
+    let (by_session, by_event): (Vec<_>, Vec<_>) = spans
+        .into_iter()
+        .partition(|(_, span)| *span <= windows.span_ms);
+    let session_parts = sessions
+        .inner
+        .flat_map(move |((key, session), time, diff)| {
+            let mut now = FeatureSums::of_session(&session);
+            let mut expiries = Vec::with_capacity(by_session.len());
+            for &(index, span) in &by_session {
+                now.recent[index] = 1;
+                let mut unit = FeatureSums::default();
+                unit.recent[index] = 1;
+                let expiry = time.max(session.last_at.saturating_add(span));
+                expiries.push((key.user.clone(), expiry, unit.multiply(&-diff)));
+            }
+            std::iter::once((key.user, time, now.multiply(&diff))).chain(expiries)
+        })
+        .as_collection();
     let mut parts = vec![
-        sessions.map(|(key, session)| {
-            let part = Part::Session {
-                duration_ms: session.duration_ms(),
-                page_views: session.page_views,
-                high_intent: session.high_intent,
-                purchases: session.purchases,
-                engaged: session.engagement != Engagement::Passive,
-                bounce: session.bounce,
-            };
-            (key.user, part)
+        session_parts,
+        affinity_users_categories.explode(|(user, _category)| {
+            Some((
+                user,
+                FeatureSums {
+                    categories: 1,
+                    ..FeatureSums::default()
+                },
+            ))
         }),
-        affinity_users_categories.map(|(user, category)| (user, Part::Category(category))),
     ];
-    for (index, days) in windows.recency_days.iter().enumerate() {
+    for (index, span) in by_event {
+        let mut unit = FeatureSums::default();
+        unit.recent[index] = 1;
         let activity = events
             .clone()
-            .map(move |event| (event.user, Part::Recent(index)));
-        parts.push(sliding(activity, days.saturating_mul(DAY_MS)));
+            .explode(move |event| Some((event.user, unit)));
+        parts.push(sliding(activity, span));
     }
-    let recency_windows = windows.recency_days.len();
-    differential_dataflow::collection::concatenate(events.scope(), parts).reduce_named(
-        "Features",
-        move |_user, parts, output: &mut Vec<(Features, isize)>| {
-            let mut features = Features {
-                active: vec![false; recency_windows],
-                ..Features::default()
-            };
-            let mut total_duration: u64 = 0;
-            for (part, count) in parts {
-                let count = *count as u64;
-                match part {
-                    Part::Session {
-                        duration_ms,
-                        page_views,
-                        high_intent,
-                        purchases,
-                        engaged,
-                        bounce,
-                    } => {
-                        features.sessions += count;
-                        total_duration = total_duration.saturating_add(count * duration_ms);
-                        features.page_views += count * page_views;
-                        features.high_intent += count * high_intent;
-                        features.purchases += count * purchases;
-                        features.engaged_sessions += count * u64::from(*engaged);
-                        features.bounces += count * u64::from(*bounce);
-                    }
-                    Part::Category(_) => features.categories += 1,
-                    Part::Recent(index) => features.active[*index] = true,
-                }
-            }
-            features.avg_session_ms = total_duration.checked_div(features.sessions).unwrap_or(0);
-            output.push((features, 1));
-        },
-    )
+    differential_dataflow::collection::concatenate(events.scope(), parts).count_total()
 }

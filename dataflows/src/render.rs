@@ -2,7 +2,7 @@
 //! names. Rendering happens on the worker that owns the key, so the single output worker
 //! only consolidates and prints.
 
-use crate::features::Features;
+use crate::features::FeatureSums;
 use crate::model::{Category, ItemId, Score, ScrollDepth, UserId};
 use crate::sessions::{SessionAggregate, SessionKey};
 use serde::{Deserialize, Serialize, Serializer};
@@ -189,32 +189,30 @@ pub fn affinity_row(user: &UserId, category: &Category, score: Score) -> ViewRow
 }
 
 /// Renders a feature vector; `recency_days` names its `active_<N>d` flags.
-pub fn features_row(user: &UserId, features: &Features, recency_days: &[u64]) -> ViewRow {
+pub fn features_row(user: &UserId, sums: &FeatureSums, recency_days: &[u64]) -> ViewRow {
     #[derive(Serialize)]
     struct Key<'a> {
         user: &'a UserId,
     }
+    let count = |n: i64| serde_json::Value::from(n.max(0));
+    let ratio = |part: i64, whole: i64| {
+        let fixed = share(part.max(0) as u64, whole.max(0) as u64);
+        serde_json::to_value(fixed).expect("a number")
+    };
     let mut value = serde_json::Map::new();
     let mut put = |name: &str, field: serde_json::Value| {
         value.insert(name.to_string(), field);
     };
-    put("sessions", features.sessions.into());
-    put("avg_session_ms", features.avg_session_ms.into());
-    put("page_views", features.page_views.into());
-    put("high_intent", features.high_intent.into());
-    put("purchases", features.purchases.into());
-    put("categories", features.categories.into());
-    let json = |fixed: Fixed| serde_json::to_value(fixed).expect("a number");
-    put(
-        "active_share",
-        json(share(features.engaged_sessions, features.sessions)),
-    );
-    put(
-        "bounce_rate",
-        json(share(features.bounces, features.sessions)),
-    );
-    for (days, active) in recency_days.iter().zip(&features.active) {
-        put(&format!("active_{days}d"), (*active).into());
+    put("sessions", count(sums.sessions));
+    put("avg_session_ms", sums.avg_session_ms().into());
+    put("page_views", count(sums.page_views));
+    put("high_intent", count(sums.high_intent));
+    put("purchases", count(sums.purchases));
+    put("categories", count(sums.categories));
+    put("active_share", ratio(sums.engaged, sums.sessions));
+    put("bounce_rate", ratio(sums.bounces, sums.sessions));
+    for (index, days) in recency_days.iter().enumerate() {
+        put(&format!("active_{days}d"), sums.active(index).into());
     }
     ViewRow {
         view: ViewName::Features,

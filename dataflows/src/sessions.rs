@@ -10,8 +10,9 @@ use crate::Time;
 use crate::model::{Event, EventKind, Millis, ScrollDepth, SessionId, UserId};
 use crate::params::{EngagementParams, FeedbackParams, ViewParams};
 use crate::windows::sliding;
-use differential_dataflow::VecCollection;
+use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
+use timely::dataflow::operators::vec::Map;
 
 /// What a session needs to know of one event; ordered by time first, so a reduce sees a
 /// group's events in time order. The event's type is reduced to the classes the session
@@ -19,6 +20,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SessionEvent {
     pub ts: Millis,
+    /// The event's effective (timely) time, which can differ from `ts` by tick flooring
+    /// and lateness; recency windows run on it.
+    pub at: Time,
     pub class: EventClass,
     pub scroll: Option<ScrollDepth>,
     pub dwell_ms: u64,
@@ -86,6 +90,8 @@ pub struct SessionAggregate {
     pub max_scroll: ScrollDepth,
     pub bounce: bool,
     pub engagement: Engagement,
+    /// The latest effective time of the session's events (not printed).
+    pub last_at: Time,
 }
 
 impl SessionAggregate {
@@ -102,6 +108,7 @@ impl SessionAggregate {
             max_scroll: ScrollDepth::default(),
             bounce: false,
             engagement: Engagement::Passive,
+            last_at: 0,
         }
     }
 
@@ -109,6 +116,7 @@ impl SessionAggregate {
     fn absorb(&mut self, event: &SessionEvent, count: u64) {
         self.start = self.start.min(event.ts);
         self.end = self.end.max(event.ts);
+        self.last_at = self.last_at.max(event.at);
         self.events += count;
         let class = event.class;
         self.page_views += count * u64::from(class.page_view);
@@ -171,9 +179,14 @@ pub fn sessions<'s>(
 ) -> VecCollection<'s, Time, (SessionKey, SessionAggregate)> {
     let gap_ms = params.sessions.inactivity_gap_ms;
     let (engagement, feedback) = (params.engagement.clone(), params.feedback.clone());
-    let summaries = events.map(move |event| {
+    let stamped = events
+        .inner
+        .map(|(event, time, diff)| ((event, time), time, diff))
+        .as_collection();
+    let summaries = stamped.map(move |(event, at)| {
         let summary = SessionEvent {
             ts: event.ts,
+            at,
             class: EventClass::of(&event, &engagement),
             scroll: event.scroll,
             dwell_ms: event.dwell_ms.unwrap_or(0),
