@@ -154,16 +154,11 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
         engine_output = Some(to_output);
     }
 
-    let stats = match &args.arrangement_stats {
-        Some(path) => {
-            let file = std::fs::File::create(path)
-                .map_err(|e| format!("--arrangement-stats {}: {e}", path.display()))?;
-            Some(Arc::new(std::sync::Mutex::new(std::io::BufWriter::new(
-                file,
-            ))))
-        }
-        None => None,
-    };
+    let stats = args
+        .arrangement_stats
+        .as_deref()
+        .map(intentflow::stats::create_file)
+        .transpose()?;
     let setup = engine::EngineSetup {
         timely,
         params,

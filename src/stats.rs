@@ -20,6 +20,13 @@ use timely::worker::Worker;
 /// Where every worker of the process appends its samples.
 pub type StatsFile = Arc<Mutex<BufWriter<File>>>;
 
+/// Creates (truncates) the file every worker of this process writes its samples to.
+pub fn create_file(path: &std::path::Path) -> Result<StatsFile, String> {
+    let file = File::create(path)
+        .map_err(|error| format!("--arrangement-stats {}: {error}", path.display()))?;
+    Ok(Arc::new(Mutex::new(BufWriter::new(file))))
+}
+
 /// One worker's live record count per arrangement operator.
 #[derive(Default)]
 struct Sizes {

@@ -178,22 +178,22 @@ pub fn sessions<'s>(
     params: &ViewParams,
 ) -> VecCollection<'s, Time, (SessionKey, SessionAggregate)> {
     let gap_ms = params.sessions.inactivity_gap_ms;
-    let (engagement, feedback) = (params.engagement.clone(), params.feedback.clone());
-    let stamped = events
-        .inner
-        .map(|(event, time, diff)| ((event, time), time, diff))
-        .as_collection();
-    let summaries = stamped.map(move |(event, at)| {
-        let summary = SessionEvent {
-            ts: event.ts,
-            at,
-            class: EventClass::of(&event, &engagement),
-            scroll: event.scroll,
-            dwell_ms: event.dwell_ms.unwrap_or(0),
-        };
-        ((event.user, event.session), summary)
-    });
     let engagement = params.engagement.clone();
+    // The effective (timely) time travels in the summary: recency windows run on it.
+    let summaries = events
+        .inner
+        .map(move |(event, at, diff)| {
+            let summary = SessionEvent {
+                ts: event.ts,
+                at,
+                class: EventClass::of(&event, &engagement),
+                scroll: event.scroll,
+                dwell_ms: event.dwell_ms.unwrap_or(0),
+            };
+            (((event.user, event.session), summary), at, diff)
+        })
+        .as_collection();
+    let (engagement, feedback) = (params.engagement.clone(), params.feedback.clone());
     sliding(summaries, params.windows.span_ms)
         .reduce_named(
             "Sessions",
