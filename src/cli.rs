@@ -22,8 +22,46 @@ pub enum Command {
     Run(RunArgs),
     /// Write a deterministic, realistic clickstream (JSON lines) to stdout.
     Generate(GenerateArgs),
+    /// Fit a model on a replay of an event file through the engine's views.
+    Train(TrainArgs),
     /// Inspect the configuration.
     Config(ConfigArgs),
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelKind {
+    /// Behavioural segments: k-means over the features view ([segments] in config).
+    Kmeans,
+    /// Conversion and churn propensity: logistic regressions ([propensity] in config).
+    Propensity,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    #[arg(value_enum)]
+    pub kind: ModelKind,
+    /// Events to replay (JSON lines).
+    #[arg(long)]
+    pub events: PathBuf,
+    /// Catalog items (for the category features).
+    #[arg(long)]
+    pub catalog: Option<PathBuf>,
+    /// TOML config: the views' settings and [segments]/[propensity] training settings.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Where to write the model (JSON).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// k-means: report the adjusted Rand index against these {"user","archetype"} lines
+    /// (`generate --truth-out`).
+    #[arg(long)]
+    pub truth: Option<PathBuf>,
+    /// k-means: the model this one replaces; matching segments keep their ids.
+    #[arg(long)]
+    pub previous: Option<PathBuf>,
+    /// Worker threads for the replay.
+    #[arg(long, short = 'w', default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub workers: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -91,6 +129,10 @@ pub struct RunArgs {
     /// Exit non-zero at the first bad input line.
     #[arg(long)]
     pub strict: bool,
+    /// A trained model (`intentflow train ...`) to load: k-means feeds `segments`, a
+    /// propensity model feeds `propensity`. Repeatable, one per kind.
+    #[arg(long = "model", value_name = "MODEL.json")]
+    pub models: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -1,11 +1,14 @@
 //! The config file (DESIGN.md §2): TOML, every key optional, defaults = the seed's numbers.
 //! An unknown key or a bad value is an error that names it.
 
-use intentflow_dataflows::model::{EventKind, Score, ScrollDepth};
+use intentflow_dataflows::features::FeatureSums;
+use intentflow_dataflows::model::{EventKind, ItemKind, Score, ScrollDepth};
+use intentflow_dataflows::params::DAY_MS;
 use intentflow_dataflows::params::{
     BoostWindow, EngagementParams, FeedbackParams, SessionParams, TypeSet, ViewParams, Weights,
     WindowParams,
 };
+use intentflow_dataflows::segments::{Conditions, ContentRule, RuleSegment, SegmentParams};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -76,7 +79,65 @@ recency_days = [1, 7, 30]
 # times its score contribution again, e.g. [{ span_ms = 86400000, extra = 1 }] makes the
 # last day count double.
 boost = []
+
+[segments]
+# Behavioural segments (seed 2a). `intentflow train kmeans` fits k centroids (k-means++
+# from this seed) on the features view; `run --model` loads them.
+k = 4
+seed = 7
+# Features the k-means model reads: how users behave (attention, intent, bouncing) rather
+# than how much; [] reads every feature the view prints.
+features = ["avg_dwell_ms", "avg_scroll", "high_intent", "bounce_rate"]
+# Rename segments by id, e.g. names = { c2 = "bargain hunters" }.
+names = {}
+# Rule segments, checked in order before k-means: a user whose features satisfy `when`
+# ("feature <op> number" joined by "and"; op: < <= > >= == !=) is in that segment, e.g.
+# rules = [{ id = "vip", name = "vip", when = "purchases >= 3" }]
+rules = []
+
+[rules]
+# Content each segment (by name) is offered (seed 2c): catalog items of these kinds
+# (product, article, guide, offer), optionally only premium = true or false ones.
+buyers = { kinds = ["product", "offer"], premium = true }
+researchers = { kinds = ["article", "guide", "product"] }
+browsers = { kinds = ["guide", "article"] }
+disengaged = { kinds = ["offer"] }
+
+[propensity]
+# Labels for `intentflow train propensity`: conversion = a purchase within horizon_days
+# after a cutoff, churn = no event within horizon_days after it.
+horizon_days = 7
 "#;
+
+/// A loaded config: the views' parameters and the training commands' ones.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Config {
+    pub views: ViewParams,
+    pub train: TrainParams,
+}
+
+/// What `intentflow train` reads from the config.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainParams {
+    pub k: usize,
+    pub seed: u64,
+    /// The features k-means reads; empty: every feature.
+    pub features: Vec<String>,
+    pub horizon_ms: u64,
+}
+
+impl Default for TrainParams {
+    fn default() -> Self {
+        TrainParams {
+            k: 4,
+            seed: 7,
+            features: ["avg_dwell_ms", "avg_scroll", "high_intent", "bounce_rate"]
+                .map(String::from)
+                .to_vec(),
+            horizon_ms: 7 * DAY_MS,
+        }
+    }
+}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -86,6 +147,40 @@ struct ConfigFile {
     engagement: EngagementTable,
     feedback: FeedbackTable,
     windows: WindowsTable,
+    segments: SegmentsTable,
+    rules: BTreeMap<String, ContentTable>,
+    propensity: PropensityTable,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct SegmentsTable {
+    k: Option<usize>,
+    seed: Option<u64>,
+    features: Option<Vec<String>>,
+    names: BTreeMap<String, String>,
+    rules: Vec<RuleTable>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleTable {
+    id: String,
+    name: Option<String>,
+    when: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContentTable {
+    kinds: Vec<String>,
+    premium: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct PropensityTable {
+    horizon_days: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -149,14 +244,14 @@ struct SessionsTable {
 }
 
 /// Reads and validates a config file.
-pub fn load(path: &Path) -> Result<ViewParams, String> {
+pub fn load(path: &Path) -> Result<Config, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|error| format!("cannot read config {}: {error}", path.display()))?;
     parse(&text).map_err(|error| format!("config {}: {error}", path.display()))
 }
 
 /// Parses config text; errors name the offending key.
-pub fn parse(text: &str) -> Result<ViewParams, String> {
+pub fn parse(text: &str) -> Result<Config, String> {
     let file: ConfigFile = toml::from_str(text).map_err(|error| error.to_string())?;
     let mut params = ViewParams::default();
     apply_weights(&file.weights, &mut params.weights)?;
@@ -171,7 +266,117 @@ pub fn parse(text: &str) -> Result<ViewParams, String> {
             inactivity_gap_ms: gap,
         };
     }
-    Ok(params)
+    let feature_names = feature_names(&params.windows.recency_days);
+    apply_segments(&file.segments, &feature_names, &mut params.segments)?;
+    apply_content_rules(&file.rules, &mut params.segments)?;
+    let mut train = TrainParams::default();
+    if let Some(k) = file.segments.k {
+        train.k = positive("segments.k", k as u64)? as usize;
+    }
+    if let Some(seed) = file.segments.seed {
+        train.seed = seed;
+    }
+    if let Some(features) = &file.segments.features {
+        for feature in features {
+            if !feature_names.contains(feature) {
+                return Err(unknown_feature(
+                    "segments.features",
+                    feature,
+                    &feature_names,
+                ));
+            }
+        }
+        train.features = features.clone();
+    }
+    if let Some(days) = file.propensity.horizon_days {
+        train.horizon_ms = positive("propensity.horizon_days", days)? * DAY_MS;
+    }
+    Ok(Config {
+        views: params,
+        train,
+    })
+}
+
+/// The names the features view prints under these recency windows.
+fn feature_names(recency_days: &[u64]) -> Vec<String> {
+    FeatureSums::default()
+        .values(recency_days)
+        .into_iter()
+        .map(|(name, _)| name.into_owned())
+        .collect()
+}
+
+fn unknown_feature(key: &str, feature: &str, known: &[String]) -> String {
+    format!(
+        "{key}: unknown feature {feature:?} (features: {})",
+        known.join(", ")
+    )
+}
+
+fn apply_segments(
+    table: &SegmentsTable,
+    feature_names: &[String],
+    segments: &mut SegmentParams,
+) -> Result<(), String> {
+    for (index, rule) in table.rules.iter().enumerate() {
+        let key = format!("segments.rules[{index}]");
+        if rule.id.trim().is_empty() {
+            return Err(format!("{key}.id must not be empty"));
+        }
+        if table.rules[..index]
+            .iter()
+            .any(|earlier| earlier.id == rule.id)
+        {
+            return Err(format!("{key}.id: segment {:?} is defined twice", rule.id));
+        }
+        let when: Conditions = rule
+            .when
+            .parse()
+            .map_err(|error| format!("{key}.when: {error}"))?;
+        for condition in &when.0 {
+            if !feature_names.contains(&condition.feature) {
+                return Err(unknown_feature(
+                    &format!("{key}.when"),
+                    &condition.feature,
+                    feature_names,
+                ));
+            }
+        }
+        segments.rules.push(RuleSegment {
+            id: rule.id.clone(),
+            name: rule.name.clone().unwrap_or_else(|| rule.id.clone()),
+            when,
+        });
+    }
+    segments.names = table.names.clone();
+    Ok(())
+}
+
+fn apply_content_rules(
+    table: &BTreeMap<String, ContentTable>,
+    segments: &mut SegmentParams,
+) -> Result<(), String> {
+    for (segment, rule) in table {
+        let kinds = rule
+            .kinds
+            .iter()
+            .map(|kind| {
+                ItemKind::from_name(kind).ok_or_else(|| {
+                    format!(
+                        "rules.{segment}.kinds: unknown kind {kind:?} (product, article, guide, offer)"
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        segments.content.insert(
+            segment.clone(),
+            ContentRule {
+                kinds,
+                premium: rule.premium,
+            },
+        );
+    }
+    Ok(())
 }
 
 fn weight(key: &str, value: f64) -> Result<Score, String> {
@@ -331,13 +536,15 @@ mod tests {
 
     #[test]
     fn printed_defaults_are_the_defaults() {
-        assert_eq!(parse(DEFAULT_CONFIG).unwrap(), ViewParams::default());
-        assert_eq!(parse("").unwrap(), ViewParams::default());
+        assert_eq!(parse(DEFAULT_CONFIG).unwrap(), Config::default());
+        assert_eq!(parse("").unwrap(), Config::default());
     }
 
     #[test]
     fn weights_override() {
-        let params = parse("[weights]\nclick = 2.5\ncustom = { hover = 1 }\n").unwrap();
+        let params = parse("[weights]\nclick = 2.5\ncustom = { hover = 1 }\n")
+            .unwrap()
+            .views;
         assert_eq!(params.weights.known(EventKind::Click), Score(2500));
         assert_eq!(params.weights.custom()["hover"], Score(1000));
     }
@@ -371,7 +578,8 @@ mod tests {
              [windows]\nspan_ms = 86400000\nrecency_days = [1, 3]\n\
              boost = [{ span_ms = 3600000, extra = 1.5 }]\n",
         )
-        .unwrap();
+        .unwrap()
+        .views;
         assert_eq!(params.feedback.rejected_min_users, 5);
         assert_eq!(params.feedback.quick_exit_penalty, Score(500));
         assert_eq!(params.windows.span_ms, 86_400_000);

@@ -14,7 +14,7 @@ use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::input::InputSession;
 use intentflow_dataflows::model::{CatalogItem, Event, Millis};
 use intentflow_dataflows::params::ViewParams;
-use intentflow_dataflows::{Time, ViewName, ViewRow, build_views};
+use intentflow_dataflows::{Inputs, Time, ViewName, ViewRow, build_views};
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -38,6 +38,8 @@ pub struct EngineSetup {
     pub input_worker: Arc<OnceLock<Thread>>,
     /// `--arrangement-stats`: where workers write their arrangement sizes.
     pub stats: Option<StatsFile>,
+    /// The k-means model the `segments` view starts with, as JSON.
+    pub segment_model: Option<String>,
 }
 
 /// Runs the dataflow on all workers of this process until the input closes and every view
@@ -51,6 +53,7 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
         output,
         input_worker,
         stats,
+        segment_model,
     } = setup;
     let input = Arc::new(Mutex::new(input));
     let output = Arc::new(Mutex::new(output));
@@ -58,6 +61,7 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
         let index = worker.index();
         let mut events_in: InputSession<Time, Event, isize> = InputSession::new();
         let mut catalog_in: InputSession<Time, CatalogItem, isize> = InputSession::new();
+        let mut models_in: InputSession<Time, String, isize> = InputSession::new();
         let output = if index == 0 {
             output.lock().expect("output slot").take()
         } else {
@@ -77,8 +81,11 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
         let final_output = output.clone();
         let dataflow = worker.next_dataflow_index();
         let delivered = worker.dataflow::<Time, _, _>(|scope| {
-            let events = events_in.to_collection(scope);
-            let catalog = catalog_in.to_collection(scope);
+            let inputs = Inputs {
+                events: events_in.to_collection(scope),
+                catalog: catalog_in.to_collection(scope),
+                segment_models: models_in.to_collection(scope),
+            };
             let learned = Rc::clone(&horizon);
             horizon_in.to_collection(scope).inner.broadcast().sink(
                 Pipeline,
@@ -91,7 +98,7 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
                     });
                 },
             );
-            let rows = build_views(events, catalog, &params, &views);
+            let (rows, _features) = build_views(inputs, &params, &views);
             if let Some(stats) = stats {
                 sample_on_progress(rows.inner.clone(), stats);
             }
@@ -109,6 +116,9 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
         };
         if let Some(feed) = feed {
             input_worker.set(std::thread::current()).ok();
+            if let Some(model) = &segment_model {
+                models_in.insert(model.clone());
+            }
             let mut last_event: Option<Time> = None;
             loop {
                 let mut closed = false;
@@ -130,6 +140,7 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
                             if time > *events_in.time() {
                                 events_in.advance_to(time);
                                 catalog_in.advance_to(time);
+                                models_in.advance_to(time);
                                 horizon_in.advance_to(time);
                             }
                             // One input batch per step: the dataflow keeps pace with the
@@ -150,10 +161,12 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
                     horizon_in.insert(end);
                     events_in.advance_to(end);
                     catalog_in.advance_to(end);
+                    models_in.advance_to(end);
                     horizon_in.advance_to(end);
                 }
                 events_in.flush();
                 catalog_in.flush();
+                models_in.flush();
                 horizon_in.flush();
                 if closed {
                     break;
@@ -169,6 +182,7 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
             // the frontier back.
             drop(events_in);
             drop(catalog_in);
+            drop(models_in);
             drop(horizon_in);
         }
         // Run until every change before the horizon has reached the output worker (and, on

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use cli::{Cli, Command, ConfigArgs, GenerateArgs, RunArgs};
-use intentflow::{cli, config, engine, generate, ingest, output, serve};
+use intentflow::{cli, config, engine, generate, ingest, model_files, output, serve};
 use intentflow_dataflows::ViewName;
 use std::io::{BufWriter, Write};
 use std::process::ExitCode;
@@ -18,6 +18,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Generate(args) => generate(args),
+        Command::Train(args) => intentflow::train::train(&args).map(|()| ExitCode::SUCCESS),
         Command::Config(args) => config_command(args),
     };
     match result {
@@ -78,10 +79,11 @@ fn timely_config(args: &RunArgs) -> Result<timely::Config, String> {
 
 fn run(args: RunArgs) -> Result<ExitCode, String> {
     let started = Instant::now();
-    let params = match &args.config {
-        Some(path) => config::load(path)?,
+    let mut params = match &args.config {
+        Some(path) => config::load(path)?.views,
         None => Default::default(),
     };
+    let segment_model = model_files::load_into(&args.models, &mut params)?;
     let views: Vec<ViewName> = match &args.views {
         None => ViewName::ALL.to_vec(),
         Some(names) => names
@@ -167,6 +169,7 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
         output: engine_output,
         input_worker,
         stats,
+        segment_model,
     };
     engine::run(setup)?;
 

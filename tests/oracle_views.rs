@@ -1072,8 +1072,22 @@ fn features_case() -> Case {
     let mut events = vec![
         s(dwell(event("u1", "page_view", T0), 20_000), "s1"),
         s(event("u1", "comment", T0 + MINUTE), "s1"),
-        s(dwell(event("u1", "page_view", T0 + HOUR), 1_000), "s2"),
-        s(event("u1", "page_view", T0 + 2 * HOUR), "s3"),
+        s(
+            with(
+                dwell(event("u1", "page_view", T0 + HOUR), 1_000),
+                "scroll",
+                json!(0.25),
+            ),
+            "s2",
+        ),
+        s(
+            with(
+                event("u1", "page_view", T0 + 2 * HOUR),
+                "scroll",
+                json!(0.5),
+            ),
+            "s3",
+        ),
         s(u1_on("add_to_cart", "p1", 120), "s3"),
         s(u1_on("purchase", "p1", 120), "s3"),
     ];
@@ -1108,13 +1122,15 @@ fn oracle_features_sum_sessions_and_round_shares_half_up() {
             "u1",
             json!({"sessions": 3, "avg_session_ms": 30_333, "page_views": 3, "high_intent": 2,
                    "purchases": 1, "active_share": 0.6667, "bounce_rate": 0.3333,
-                   "categories": 0, "active_1d": true, "active_7d": true, "active_30d": true}),
+                   "categories": 0, "avg_dwell_ms": 7_000, "avg_scroll": 0.25,
+                   "active_1d": true, "active_7d": true, "active_30d": true}),
         ),
         features_row(
             "u2",
             json!({"sessions": 32, "avg_session_ms": 10_656, "page_views": 32, "high_intent": 0,
                    "purchases": 0, "active_share": 0.0938, "bounce_rate": 0.0313,
-                   "categories": 0, "active_1d": true, "active_7d": true, "active_30d": true}),
+                   "categories": 0, "avg_dwell_ms": 0, "avg_scroll": 0,
+                   "active_1d": true, "active_7d": true, "active_30d": true}),
         ),
     ]);
     assert_states_match(&expected, &state, "features");
@@ -1132,6 +1148,8 @@ fn oracle_features_sum_sessions_and_round_shares_half_up() {
         "active_share",
         "bounce_rate",
         "categories",
+        "avg_dwell_ms",
+        "avg_scroll",
         "active_1d",
         "active_7d",
         "active_30d",

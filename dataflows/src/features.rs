@@ -17,7 +17,11 @@ use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semig
 use differential_dataflow::operators::CountTotal;
 use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use timely::dataflow::operators::vec::Map;
+
+/// The `features` view as a collection: one feature vector per user.
+pub type UserFeatures<'s> = VecCollection<'s, Time, (UserId, FeatureSums)>;
 
 /// How many `recency_days` windows a feature vector can carry.
 pub const MAX_RECENCY_WINDOWS: usize = 8;
@@ -35,6 +39,10 @@ pub struct FeatureSums {
     /// Sessions classed active or high intent.
     pub engaged: i64,
     pub bounces: i64,
+    /// Dwell summed over sessions.
+    pub dwell_ms: i64,
+    /// Each session's deepest scroll, in ten-thousandths, summed.
+    pub scroll_e4: i64,
     /// Categories with a non-zero affinity.
     pub categories: i64,
     /// Events within each `recency_days` window, in order.
@@ -52,6 +60,8 @@ impl FeatureSums {
             purchases: count(session.purchases),
             engaged: i64::from(session.engagement != Engagement::Passive),
             bounces: i64::from(session.bounce),
+            dwell_ms: count(session.dwell_ms),
+            scroll_e4: i64::from(session.max_scroll.0),
             ..FeatureSums::default()
         }
     }
@@ -68,6 +78,38 @@ impl FeatureSums {
         self.recent.get(index).is_some_and(|count| *count > 0)
     }
 
+    /// The user's features, named and valued as the `features` view prints them and as
+    /// models read them; `recency_days` names the `active_<N>d` flags.
+    pub fn values(&self, recency_days: &[u64]) -> Vec<(Cow<'static, str>, FeatureValue)> {
+        use FeatureValue::{Count, Flag, TenThousandths};
+        let per_session = |sum: i64| sum.max(0).checked_div(self.sessions).unwrap_or(0);
+        let mut values: Vec<(Cow<'static, str>, FeatureValue)> = vec![
+            ("sessions".into(), Count(self.sessions.max(0))),
+            ("avg_session_ms".into(), Count(self.avg_session_ms() as i64)),
+            ("avg_dwell_ms".into(), Count(per_session(self.dwell_ms))),
+            ("page_views".into(), Count(self.page_views.max(0))),
+            ("high_intent".into(), Count(self.high_intent.max(0))),
+            ("purchases".into(), Count(self.purchases.max(0))),
+            ("categories".into(), Count(self.categories.max(0))),
+            (
+                "active_share".into(),
+                TenThousandths(mean_half_up(10_000 * self.engaged, self.sessions)),
+            ),
+            (
+                "bounce_rate".into(),
+                TenThousandths(mean_half_up(10_000 * self.bounces, self.sessions)),
+            ),
+            (
+                "avg_scroll".into(),
+                TenThousandths(mean_half_up(self.scroll_e4, self.sessions)),
+            ),
+        ];
+        for (index, days) in recency_days.iter().enumerate() {
+            values.push((format!("active_{days}d").into(), Flag(self.active(index))));
+        }
+        values
+    }
+
     fn fields_mut(&mut self) -> impl Iterator<Item = &mut i64> {
         [
             &mut self.sessions,
@@ -77,10 +119,40 @@ impl FeatureSums {
             &mut self.purchases,
             &mut self.engaged,
             &mut self.bounces,
+            &mut self.dwell_ms,
+            &mut self.scroll_e4,
             &mut self.categories,
         ]
         .into_iter()
         .chain(self.recent.iter_mut())
+    }
+}
+
+/// `sum / count` rounded half up; 0 when `count` is 0.
+fn mean_half_up(sum: i64, count: i64) -> i64 {
+    if count <= 0 {
+        return 0;
+    }
+    let (sum, count) = (i128::from(sum.max(0)), i128::from(count));
+    ((2 * sum + count) / (2 * count)) as i64
+}
+
+/// One feature's value: what the view prints and what models read (as `f64`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FeatureValue {
+    Count(i64),
+    /// A share or mean kept to four decimals.
+    TenThousandths(i64),
+    Flag(bool),
+}
+
+impl FeatureValue {
+    pub fn as_f64(self) -> f64 {
+        match self {
+            FeatureValue::Count(n) => n as f64,
+            FeatureValue::TenThousandths(units) => units as f64 / 10_000.0,
+            FeatureValue::Flag(flag) => f64::from(u8::from(flag)),
+        }
     }
 }
 
@@ -136,7 +208,7 @@ pub fn features<'s>(
     sessions: VecCollection<'s, Time, (SessionKey, SessionAggregate)>,
     affinity_users_categories: VecCollection<'s, Time, (UserId, Category)>,
     windows: &WindowParams,
-) -> VecCollection<'s, Time, (UserId, FeatureSums)> {
+) -> UserFeatures<'s> {
     let spans: Vec<(usize, Millis)> = windows
         .recency_days
         .iter()

@@ -7,9 +7,12 @@
 pub mod affinity;
 pub mod features;
 pub mod model;
+pub mod models;
 pub mod params;
+pub mod propensity;
 pub mod render;
 pub mod scores;
+pub mod segments;
 pub mod sessions;
 pub mod windows;
 
@@ -22,20 +25,37 @@ pub type Time = model::Millis;
 
 pub use render::{ViewName, ViewRow};
 
-/// Builds every view the caller asks for from the event and catalog collections, and
-/// returns their changes rendered as output rows (DESIGN.md §4).
+/// The engine's inputs, as collections.
+pub struct Inputs<'s> {
+    pub events: VecCollection<'s, Time, Event>,
+    pub catalog: VecCollection<'s, Time, CatalogItem>,
+    /// The current k-means model as JSON (see [`segments::segments`]).
+    pub segment_models: VecCollection<'s, Time, String>,
+}
+
+/// Builds every view the caller asks for from the input collections, and returns their
+/// changes rendered as output rows (DESIGN.md §4), plus the `features` collection when a
+/// view needed it (the runtime snapshots it to refit models).
 ///
 /// Views feed each other (features read sessions and affinity, affinity reads scores), so a
 /// view is built when it or a view that reads it is wanted; only wanted ones are rendered.
 pub fn build_views<'s>(
-    events: VecCollection<'s, Time, Event>,
-    catalog: VecCollection<'s, Time, CatalogItem>,
+    inputs: Inputs<'s>,
     params: &ViewParams,
     wanted: &[ViewName],
-) -> VecCollection<'s, Time, ViewRow> {
+) -> (
+    VecCollection<'s, Time, ViewRow>,
+    Option<features::UserFeatures<'s>>,
+) {
+    let Inputs {
+        events,
+        catalog,
+        segment_models,
+    } = inputs;
     let wants = |view: ViewName| wanted.contains(&view);
     let mut outputs = Vec::new();
-    let need_features = wants(ViewName::Features);
+    let need_models = wants(ViewName::Segments) || wants(ViewName::Propensity);
+    let need_features = wants(ViewName::Features) || need_models;
     let need_affinity = wants(ViewName::Affinity) || need_features;
     let need_scores = wants(ViewName::Scores) || need_affinity;
     let need_sessions = wants(ViewName::Sessions) || need_features;
@@ -66,14 +86,50 @@ pub fn build_views<'s>(
                 .map(|((user, category), score)| render::affinity_row(&user, &category, score)),
         );
     }
-    if let (true, Some(sessions), Some(affinity)) = (need_features, sessions, affinity) {
-        let categories = affinity.map(|((user, category), _)| (user, category));
-        let recency_days = params.windows.recency_days.clone();
+    let features = match (need_features, sessions, affinity) {
+        (true, Some(sessions), Some(affinity)) => {
+            let categories = affinity.map(|((user, category), _)| (user, category));
+            Some(features::features(
+                events.clone(),
+                sessions,
+                categories,
+                &params.windows,
+            ))
+        }
+        _ => None,
+    };
+    let recency_days = &params.windows.recency_days;
+    if let Some(features) = features.as_ref().filter(|_| wants(ViewName::Features)) {
+        let recency_days = recency_days.clone();
         outputs.push(
-            features::features(events.clone(), sessions, categories, &params.windows)
-                .map(move |(user, features)| render::features_row(&user, &features, &recency_days)),
+            features
+                .clone()
+                .map(move |(user, sums)| render::features_row(&user, &sums, &recency_days)),
+        );
+    }
+    if let Some(features) = features.as_ref().filter(|_| wants(ViewName::Segments)) {
+        outputs.push(
+            segments::segments(
+                features.clone(),
+                segment_models,
+                &params.segments,
+                recency_days,
+            )
+            .map(|(user, segment)| render::segment_row(&user, &segment)),
+        );
+    }
+    if let (Some(features), Some(model)) = (
+        features.as_ref().filter(|_| wants(ViewName::Propensity)),
+        params.propensity.as_ref(),
+    ) {
+        outputs.push(
+            propensity::propensity(features.clone(), model.clone(), recency_days)
+                .map(|(user, scores)| render::propensity_row(&user, &scores)),
         );
     }
     let scope = events.scope();
-    differential_dataflow::collection::concatenate(scope, outputs)
+    (
+        differential_dataflow::collection::concatenate(scope, outputs),
+        features,
+    )
 }

@@ -217,6 +217,28 @@ pub enum ItemKind {
     Offer,
 }
 
+impl ItemKind {
+    pub const ALL: [ItemKind; 4] = [
+        ItemKind::Product,
+        ItemKind::Article,
+        ItemKind::Guide,
+        ItemKind::Offer,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ItemKind::Product => "product",
+            ItemKind::Article => "article",
+            ItemKind::Guide => "guide",
+            ItemKind::Offer => "offer",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<ItemKind> {
+        ItemKind::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+}
+
 /// One catalog entry.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct CatalogItem {

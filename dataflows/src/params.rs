@@ -93,6 +93,9 @@ pub struct ViewParams {
     pub engagement: EngagementParams,
     pub feedback: FeedbackParams,
     pub windows: WindowParams,
+    pub segments: crate::segments::SegmentParams,
+    /// The loaded propensity model; without one the `propensity` view stays empty.
+    pub propensity: Option<std::sync::Arc<crate::models::PropensityModel>>,
 }
 
 /// A set of event types named in the config: known kinds and custom type names.

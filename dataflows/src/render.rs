@@ -2,8 +2,10 @@
 //! names. Rendering happens on the worker that owns the key, so the single output worker
 //! only consolidates and prints.
 
-use crate::features::FeatureSums;
+use crate::features::{FeatureSums, FeatureValue};
 use crate::model::{Category, ItemId, Score, ScrollDepth, UserId};
+use crate::propensity::Propensity;
+use crate::segments::SegmentAssignment;
 use crate::sessions::{SessionAggregate, SessionKey};
 use serde::{Deserialize, Serialize, Serializer};
 use std::fmt;
@@ -16,14 +18,18 @@ pub enum ViewName {
     Scores,
     Affinity,
     Features,
+    Segments,
+    Propensity,
 }
 
 impl ViewName {
-    pub const ALL: [ViewName; 4] = [
+    pub const ALL: [ViewName; 6] = [
         ViewName::Sessions,
         ViewName::Scores,
         ViewName::Affinity,
         ViewName::Features,
+        ViewName::Segments,
+        ViewName::Propensity,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -32,6 +38,8 @@ impl ViewName {
             ViewName::Scores => "scores",
             ViewName::Affinity => "affinity",
             ViewName::Features => "features",
+            ViewName::Segments => "segments",
+            ViewName::Propensity => "propensity",
         }
     }
 }
@@ -94,20 +102,6 @@ impl From<ScrollDepth> for Fixed {
             units: i64::from(scroll.0),
             scale: ScrollDepth::SCALE as i64,
         }
-    }
-}
-
-/// A share `part / whole` rounded half up to four decimals; zero when `whole` is zero.
-fn share(part: u64, whole: u64) -> Fixed {
-    let units = if whole == 0 {
-        0
-    } else {
-        let (part, whole) = (u128::from(part), u128::from(whole));
-        ((20_000 * part + whole) / (2 * whole)) as i64
-    };
-    Fixed {
-        units,
-        scale: 10_000,
     }
 }
 
@@ -190,33 +184,63 @@ pub fn affinity_row(user: &UserId, category: &Category, score: Score) -> ViewRow
 
 /// Renders a feature vector; `recency_days` names its `active_<N>d` flags.
 pub fn features_row(user: &UserId, sums: &FeatureSums, recency_days: &[u64]) -> ViewRow {
-    #[derive(Serialize)]
-    struct Key<'a> {
-        user: &'a UserId,
-    }
-    let count = |n: i64| serde_json::Value::from(n.max(0));
-    let ratio = |part: i64, whole: i64| {
-        let fixed = share(part.max(0) as u64, whole.max(0) as u64);
-        serde_json::to_value(fixed).expect("a number")
-    };
     let mut value = serde_json::Map::new();
-    let mut put = |name: &str, field: serde_json::Value| {
-        value.insert(name.to_string(), field);
-    };
-    put("sessions", count(sums.sessions));
-    put("avg_session_ms", sums.avg_session_ms().into());
-    put("page_views", count(sums.page_views));
-    put("high_intent", count(sums.high_intent));
-    put("purchases", count(sums.purchases));
-    put("categories", count(sums.categories));
-    put("active_share", ratio(sums.engaged, sums.sessions));
-    put("bounce_rate", ratio(sums.bounces, sums.sessions));
-    for (index, days) in recency_days.iter().enumerate() {
-        put(&format!("active_{days}d"), sums.active(index).into());
+    for (name, feature) in sums.values(recency_days) {
+        let rendered = match feature {
+            FeatureValue::Count(n) => serde_json::Value::from(n),
+            FeatureValue::Flag(flag) => serde_json::Value::from(flag),
+            FeatureValue::TenThousandths(units) => serde_json::to_value(Fixed {
+                units,
+                scale: 10_000,
+            })
+            .expect("a number"),
+        };
+        value.insert(name.into_owned(), rendered);
     }
     ViewRow {
         view: ViewName::Features,
-        key: to_json(&Key { user }),
+        key: to_json(&UserKey { user }),
         value: to_json(&value),
+    }
+}
+
+#[derive(Serialize)]
+struct UserKey<'a> {
+    user: &'a UserId,
+}
+
+pub fn segment_row(user: &UserId, assignment: &SegmentAssignment) -> ViewRow {
+    #[derive(Serialize)]
+    struct Value<'a> {
+        segment: &'a str,
+        name: &'a str,
+    }
+    ViewRow {
+        view: ViewName::Segments,
+        key: to_json(&UserKey { user }),
+        value: to_json(&Value {
+            segment: &assignment.id,
+            name: &assignment.name,
+        }),
+    }
+}
+
+pub fn propensity_row(user: &UserId, scores: &Propensity) -> ViewRow {
+    #[derive(Serialize)]
+    struct Value {
+        conversion: Fixed,
+        churn: Fixed,
+    }
+    let probability = |units: u16| Fixed {
+        units: i64::from(units),
+        scale: 10_000,
+    };
+    ViewRow {
+        view: ViewName::Propensity,
+        key: to_json(&UserKey { user }),
+        value: to_json(&Value {
+            conversion: probability(scores.conversion),
+            churn: probability(scores.churn),
+        }),
     }
 }

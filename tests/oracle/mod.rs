@@ -1043,6 +1043,14 @@ pub fn share_ten_thousandths(part: usize, whole: usize) -> i64 {
     (20_000 * part + whole) / (2 * whole)
 }
 
+/// `sum / count` rounded half up; 0 if `count` is 0.
+pub fn mean_half_up(sum: i64, count: i64) -> i64 {
+    if count == 0 {
+        return 0;
+    }
+    (2 * sum + count) / (2 * count)
+}
+
 /// The `features` row of one user at `now`, or `None` if the user has no event in the
 /// main window nor in any recency window. `events` are the user's events (any times).
 pub fn features_value(
@@ -1071,6 +1079,8 @@ pub fn features_value(
         "active_share": fixed_point(share_ten_thousandths(engaged, n), 10_000),
         "bounce_rate": fixed_point(share_ten_thousandths(bounced, n), 10_000),
         "categories": categories,
+        "avg_dwell_ms": if n == 0 { 0 } else { sessions.iter().map(|s| s.dwell_ms).sum::<u64>() / n as u64 },
+        "avg_scroll": fixed_point(mean_half_up(sessions.iter().map(|s| s.max_scroll_e4).sum(), n as i64), 10_000),
     });
     for days in &params.windows.recency_days {
         let active = events

@@ -1,0 +1,282 @@
+//! The `segments` view (seed 2a, 2b) and the per-segment content rules (seed 2c).
+//!
+//! A user's segment is the first rule segment whose conditions hold on their features,
+//! else the nearest k-means centroid of the current model. The model is a collection, so
+//! a refit is an update like any other: every user is re-scored against the new model,
+//! and consolidation leaves output only for users whose segment changed. The `segments`
+//! diffs are the persona-change stream: "u7 left browsers and joined buyers".
+
+use crate::Time;
+use crate::features::{FeatureValue, UserFeatures};
+use crate::model::{CatalogItem, ItemId, ItemKind, UserId};
+use crate::models::SegmentModel;
+use compact_str::CompactString;
+use differential_dataflow::VecCollection;
+use differential_dataflow::hashable::Hashable;
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::rc::Rc;
+use std::str::FromStr;
+
+/// The model is replicated over this many keys, and users are spread over them, so scoring
+/// runs on every worker instead of on the one that would own a single model key.
+const MODEL_SHARDS: u64 = 256;
+
+/// A user's segment: its stable id and readable name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SegmentAssignment {
+    pub id: CompactString,
+    pub name: CompactString,
+}
+
+/// `<` `<=` `>` `>=` `==` `!=`
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Comparison {
+    Less,
+    LessOrEqual,
+    Greater,
+    GreaterOrEqual,
+    Equal,
+    NotEqual,
+}
+
+/// `feature <op> number`, read on the feature's printed value (flags read as 0 or 1).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Condition {
+    pub feature: String,
+    pub comparison: Comparison,
+    pub value: f64,
+}
+
+impl Condition {
+    fn holds(&self, values: &[(Cow<'static, str>, FeatureValue)]) -> bool {
+        let Some(x) = values
+            .iter()
+            .find(|(name, _)| *name == self.feature)
+            .map(|(_, value)| value.as_f64())
+        else {
+            return false;
+        };
+        match self.comparison {
+            Comparison::Less => x < self.value,
+            Comparison::LessOrEqual => x <= self.value,
+            Comparison::Greater => x > self.value,
+            Comparison::GreaterOrEqual => x >= self.value,
+            Comparison::Equal => x == self.value,
+            Comparison::NotEqual => x != self.value,
+        }
+    }
+}
+
+/// Conditions joined by `and`, as written in config: `"purchases >= 3 and active_7d == 1"`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conditions(pub Vec<Condition>);
+
+impl FromStr for Conditions {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let mut conditions = Vec::new();
+        for part in text.split(" and ") {
+            let tokens: Vec<&str> = part.split_whitespace().collect();
+            let [feature, op, value] = tokens[..] else {
+                return Err(format!(
+                    "{part:?} is not `feature <op> number` (op: < <= > >= == !=)"
+                ));
+            };
+            let comparison = match op {
+                "<" => Comparison::Less,
+                "<=" => Comparison::LessOrEqual,
+                ">" => Comparison::Greater,
+                ">=" => Comparison::GreaterOrEqual,
+                "==" => Comparison::Equal,
+                "!=" => Comparison::NotEqual,
+                _ => return Err(format!("unknown comparison {op:?} in {part:?}")),
+            };
+            let value = match value {
+                "true" => 1.0,
+                "false" => 0.0,
+                number => number
+                    .parse()
+                    .map_err(|_| format!("{number:?} in {part:?} is not a number"))?,
+            };
+            conditions.push(Condition {
+                feature: feature.to_string(),
+                comparison,
+                value,
+            });
+        }
+        Ok(Conditions(conditions))
+    }
+}
+
+impl fmt::Display for Conditions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, condition) in self.0.iter().enumerate() {
+            let op = match condition.comparison {
+                Comparison::Less => "<",
+                Comparison::LessOrEqual => "<=",
+                Comparison::Greater => ">",
+                Comparison::GreaterOrEqual => ">=",
+                Comparison::Equal => "==",
+                Comparison::NotEqual => "!=",
+            };
+            if index > 0 {
+                f.write_str(" and ")?;
+            }
+            write!(f, "{} {op} {}", condition.feature, condition.value)?;
+        }
+        Ok(())
+    }
+}
+
+/// A rule segment: users whose features satisfy `when` belong to it, before any k-means
+/// segment is considered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuleSegment {
+    pub id: String,
+    pub name: String,
+    pub when: Conditions,
+}
+
+/// What content a segment is offered (seed 2c): catalog items of these kinds, optionally
+/// only premium (or only non-premium) ones.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContentRule {
+    pub kinds: Vec<ItemKind>,
+    pub premium: Option<bool>,
+}
+
+impl ContentRule {
+    pub fn admits(&self, item: &CatalogItem) -> bool {
+        self.kinds.contains(&item.kind) && self.premium.is_none_or(|p| p == item.premium)
+    }
+}
+
+/// `[segments]` and `[rules]` of the config.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SegmentParams {
+    /// Checked in order; the first that holds wins.
+    pub rules: Vec<RuleSegment>,
+    /// Segment id → name, overriding the names a model file carries.
+    pub names: BTreeMap<String, String>,
+    /// Segment name → the content its users are offered.
+    pub content: BTreeMap<String, ContentRule>,
+}
+
+impl Default for SegmentParams {
+    fn default() -> Self {
+        use ItemKind::*;
+        let rule = |kinds: &[ItemKind], premium: Option<bool>| ContentRule {
+            kinds: kinds.to_vec(),
+            premium,
+        };
+        let content = [
+            ("buyers", rule(&[Product, Offer], Some(true))),
+            ("researchers", rule(&[Article, Guide, Product], None)),
+            ("browsers", rule(&[Guide, Article], None)),
+            ("disengaged", rule(&[Offer], None)),
+        ]
+        .into_iter()
+        .map(|(name, rule)| (name.to_string(), rule))
+        .collect();
+        SegmentParams {
+            rules: Vec::new(),
+            names: BTreeMap::new(),
+            content,
+        }
+    }
+}
+
+impl SegmentParams {
+    /// The segment of a user with `values`: the first matching rule, else the nearest
+    /// centroid of `model`, named by config first.
+    pub fn assign(
+        &self,
+        values: &[(Cow<'static, str>, FeatureValue)],
+        model: &SegmentModel,
+    ) -> Option<SegmentAssignment> {
+        let (id, name) = match self
+            .rules
+            .iter()
+            .find(|rule| rule.when.0.iter().all(|condition| condition.holds(values)))
+        {
+            Some(rule) => (rule.id.as_str(), rule.name.as_str()),
+            None => {
+                let segment = &model.segments[model.nearest(&model.transform.input(values))?];
+                (segment.id.as_str(), segment.name.as_str())
+            }
+        };
+        let name = self.names.get(id).map_or(name, String::as_str);
+        Some(SegmentAssignment {
+            id: id.into(),
+            name: name.into(),
+        })
+    }
+}
+
+/// Maintains the `segments` view from the `features` view and the current k-means model
+/// (JSON of a [`SegmentModel`]; normally one record, replaced on refit; none or an empty
+/// model leaves only rule segments).
+pub fn segments<'s>(
+    features: UserFeatures<'s>,
+    models: VecCollection<'s, Time, String>,
+    params: &SegmentParams,
+    recency_days: &[u64],
+) -> VecCollection<'s, Time, (UserId, SegmentAssignment)> {
+    let params = params.clone();
+    let recency_days = recency_days.to_vec();
+    let replicated =
+        models.flat_map(|json| (0..MODEL_SHARDS).map(move |shard| (shard, json.clone())));
+    let mut parsed = ModelCache::default();
+    features
+        .map(|(user, sums)| (user.hashed() % MODEL_SHARDS, (user, sums)))
+        .join_map(replicated, move |_shard, (user, sums), json| {
+            let model = parsed.get(json);
+            let assignment = params.assign(&sums.values(&recency_days), &model);
+            (user.clone(), assignment)
+        })
+        .flat_map(|(user, assignment)| assignment.map(|a| (user, a)))
+}
+
+/// The content each segment is offered: (segment name, item) for every catalog item its
+/// content rule admits. The recommendation blend reads this.
+pub fn segment_candidates<'s>(
+    catalog: VecCollection<'s, Time, CatalogItem>,
+    params: &SegmentParams,
+) -> VecCollection<'s, Time, (CompactString, ItemId)> {
+    let content = params.content.clone();
+    catalog.flat_map(move |entry| {
+        content
+            .iter()
+            .filter(|(_, rule)| rule.admits(&entry))
+            .map(|(segment, _)| (CompactString::new(segment), entry.item.clone()))
+            .collect::<Vec<_>>()
+    })
+}
+
+/// Parsed models by their JSON text. A refit briefly has two versions live (the old one's
+/// retraction and the new one's insertion), so a few are kept.
+#[derive(Default)]
+struct ModelCache {
+    models: Vec<(String, Rc<SegmentModel>)>,
+}
+
+impl ModelCache {
+    const KEEP: usize = 4;
+
+    fn get(&mut self, json: &str) -> Rc<SegmentModel> {
+        if let Some((_, model)) = self.models.iter().find(|(text, _)| text == json) {
+            return Rc::clone(model);
+        }
+        // The runtime validated the model before inserting it; a text that does not parse
+        // cannot come from it, and scoring against no segments is the safe reading.
+        let model = Rc::new(serde_json::from_str(json).unwrap_or_default());
+        if self.models.len() == Self::KEEP {
+            self.models.remove(0);
+        }
+        self.models.push((json.to_string(), Rc::clone(&model)));
+        model
+    }
+}

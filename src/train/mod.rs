@@ -1,0 +1,209 @@
+//! `intentflow train kmeans|propensity|als` (DESIGN.md §6): replays an event file through
+//! the engine's views, fits a model on what they computed, reports how good it is, and
+//! writes the model file `run --model` loads.
+
+pub mod features;
+pub mod kmeans;
+pub mod propensity;
+
+use crate::cli::{ModelKind, TrainArgs};
+use crate::config::{self, Config};
+use crate::model_files;
+use crate::parse::parse_event;
+use crate::replay::{Replay, ReplaySpec, replay};
+use intentflow_dataflows::ViewName;
+use intentflow_dataflows::model::{Event, Millis};
+use intentflow_dataflows::models::ModelFile;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::Path;
+
+pub fn train(args: &TrainArgs) -> Result<(), String> {
+    let config = match &args.config {
+        Some(path) => config::load(path)?,
+        None => Config::default(),
+    };
+    let model = match args.kind {
+        ModelKind::Kmeans => train_kmeans(args, &config)?,
+        ModelKind::Propensity => train_propensity(args, &config)?,
+    };
+    model_files::write(&args.out, &model)?;
+    eprintln!(
+        "intentflow: wrote {} model to {}",
+        model.kind(),
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn replay_views(args: &TrainArgs, config: &Config, views: &[ViewName]) -> Result<Replay, String> {
+    let replay = replay(ReplaySpec {
+        events: args.events.clone(),
+        catalog: args.catalog.clone(),
+        params: config.views.clone(),
+        views: views.to_vec(),
+        workers: args.workers as usize,
+    })?;
+    eprintln!(
+        "intentflow: replayed {} events ({} bad lines)",
+        replay.ingest.events, replay.ingest.bad_lines
+    );
+    Ok(replay)
+}
+
+/// Users' `features` rows just before `time` (`None`: at the end), by user id.
+fn features_before(replay: &Replay, time: Option<Millis>) -> BTreeMap<String, Value> {
+    replay
+        .state_before(ViewName::Features, time)
+        .into_iter()
+        .map(|(key, value)| (features::user_of(&key), value))
+        .collect()
+}
+
+fn train_kmeans(args: &TrainArgs, config: &Config) -> Result<ModelFile, String> {
+    let replay = replay_views(args, config, &[ViewName::Features])?;
+    let rows = features_before(&replay, None);
+    let previous = match &args.previous {
+        Some(path) => match model_files::read(path)? {
+            ModelFile::Kmeans(model) => Some(model),
+            other => {
+                return Err(format!(
+                    "--previous {}: a {} model, not k-means",
+                    path.display(),
+                    other.kind()
+                ));
+            }
+        },
+        None => None,
+    };
+    let model = kmeans::fit(
+        &rows,
+        &kmeans::KmeansSpec {
+            k: config.train.k,
+            seed: config.train.seed,
+            features: &config.train.features,
+            recency_days: &config.views.windows.recency_days,
+            previous: previous.as_ref(),
+        },
+    )?;
+    let assigned: Vec<usize> = rows
+        .values()
+        .map(|row| {
+            let input: Vec<f64> = model
+                .transform
+                .features
+                .iter()
+                .map(|scale| scale.apply(features::raw(row, &scale.feature)))
+                .collect();
+            model.nearest(&input).unwrap_or(0)
+        })
+        .collect();
+    for (index, segment) in model.segments.iter().enumerate() {
+        let users = assigned.iter().filter(|&&a| a == index).count();
+        eprintln!(
+            "intentflow: segment {} ({}): {users} users",
+            segment.id, segment.name
+        );
+    }
+    if let Some(path) = &args.truth {
+        let truth = read_truth(path)?;
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        let mut groups: Vec<String> = Vec::new();
+        for (user, segment) in rows.keys().zip(&assigned) {
+            if let Some(group) = truth.get(user) {
+                let index = groups.iter().position(|g| g == group).unwrap_or_else(|| {
+                    groups.push(group.clone());
+                    groups.len() - 1
+                });
+                ours.push(*segment);
+                theirs.push(index);
+            }
+        }
+        let ari = kmeans::adjusted_rand_index(&ours, &theirs);
+        eprintln!(
+            "intentflow: adjusted Rand index against {}: {ari:.4} ({} users)",
+            path.display(),
+            ours.len()
+        );
+        let mut model = model;
+        model
+            .trained
+            .insert("adjusted_rand_index".into(), serde_json::json!(ari));
+        return Ok(ModelFile::Kmeans(model));
+    }
+    Ok(ModelFile::Kmeans(model))
+}
+
+/// `{"user","archetype"}` lines, as `generate --truth-out` writes them.
+fn read_truth(path: &Path) -> Result<BTreeMap<String, String>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    text.lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let value: Value =
+                serde_json::from_str(line).map_err(|e| format!("{}: {e}", path.display()))?;
+            match (value["user"].as_str(), value["archetype"].as_str()) {
+                (Some(user), Some(group)) => Ok((user.to_string(), group.to_string())),
+                _ => Err(format!(
+                    "{}: expected {{\"user\",\"archetype\"}}: {line}",
+                    path.display()
+                )),
+            }
+        })
+        .collect()
+}
+
+/// Every well-formed event of the file (bad lines were reported by the replay).
+fn read_events(path: &Path) -> Result<Vec<Event>, String> {
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(std::io::BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|line| parse_event(&line).ok())
+        .collect())
+}
+
+fn train_propensity(args: &TrainArgs, config: &Config) -> Result<ModelFile, String> {
+    let events = read_events(&args.events)?;
+    let (Some(first), Some(last)) = (
+        events.iter().map(|e| e.ts).min(),
+        events.iter().map(|e| e.ts).max(),
+    ) else {
+        return Err(format!("{}: no events", args.events.display()));
+    };
+    let horizon = config.train.horizon_ms;
+    if last.saturating_sub(first) <= 2 * horizon {
+        return Err(format!(
+            "the events span {:.1} days; propensity training needs more than two horizons ({} days each: train, then held out)",
+            (last - first) as f64 / 86_400_000.0,
+            horizon / 86_400_000
+        ));
+    }
+    let activity = propensity::activity_of(events.into_iter());
+    let replay = replay_views(args, config, &[ViewName::Features])?;
+    let test_cutoff = last - horizon;
+    let train_cutoff = test_cutoff - horizon;
+    // Features "at" a cutoff: every change up to and including its time.
+    let slice = |cutoff: Millis| propensity::Slice {
+        features: features_before(&replay, Some(cutoff + 1)),
+        cutoff,
+    };
+    let (model, evaluations) = propensity::fit(
+        &slice(train_cutoff),
+        &slice(test_cutoff),
+        &activity,
+        horizon,
+        &[], // every feature: volume and recency matter here
+        &config.views.windows.recency_days,
+    )?;
+    for (target, e) in &evaluations {
+        eprintln!(
+            "intentflow: {target}: held-out AUC {:.4}, log-loss {:.4} (base rate {:.4}); {} users, {} positive",
+            e.auc, e.log_loss, e.base_log_loss, e.users, e.positives
+        );
+    }
+    Ok(ModelFile::Propensity(model))
+}
