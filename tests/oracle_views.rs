@@ -1916,6 +1916,17 @@ fn check_engine(input: &str, params: Params, flags: &[&str], granularity: Granul
         .text
         .as_ref()
         .map(|text| temp_file(".jsonl", text));
+    let mut views: Vec<&str> = VIEWS.to_vec();
+    let mut model_files = Vec::new();
+    for (view, model) in [
+        ("segments", &params.models.kmeans),
+        ("propensity", &params.models.propensity),
+    ] {
+        if let Some(model) = model {
+            views.push(view);
+            model_files.push(temp_file(".json", &model.to_string()));
+        }
+    }
     let oracle = Oracle::new(input, params);
     assert!(
         oracle.rejected.is_empty(),
@@ -1923,13 +1934,16 @@ fn check_engine(input: &str, params: Params, flags: &[&str], granularity: Granul
         oracle.rejected.first()
     );
     let input_file = temp_file(".jsonl", input);
-    let views = VIEWS.join(",");
-    let mut args = vec!["--views", &views];
+    let view_list = views.join(",");
+    let mut args = vec!["--views", &view_list];
     if let Some(file) = &config_file {
         args.extend(["--config", file.path().to_str().unwrap()]);
     }
     if let Some(file) = &catalog_file {
         args.extend(["--catalog", file.path().to_str().unwrap()]);
+    }
+    for file in &model_files {
+        args.extend(["--model", file.path().to_str().unwrap()]);
     }
     args.extend_from_slice(flags);
     let run = run_engine(input_file.path(), &args);
@@ -1939,7 +1953,7 @@ fn check_engine(input: &str, params: Params, flags: &[&str], granularity: Granul
         .unwrap_or_else(|e| panic!("`{}`: {e}", run.command));
     let started = std::time::Instant::now();
     oracle
-        .check(&output, &VIEWS, granularity)
+        .check(&output, &views, granularity)
         .unwrap_or_else(|e| panic!("`{}`:\n{e}", run.command));
     let final_state = output.final_state();
     let rows = |view: &str| final_state.keys().filter(|(v, _)| v == view).count();
@@ -2478,4 +2492,58 @@ fn engine_input_from_env() {
     let flags = params.time_flags();
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     check_engine(&input, params, &flags, Granularity::EveryTime);
+}
+
+// --- issue 4: models applied to the features view ---------------------------------------
+
+/// `intentflow train KIND` on `events` (with `catalog` and training `config`): the model.
+fn train(kind: &str, events: &str, catalog: &str, config: &str) -> Value {
+    let events = temp_file(".jsonl", events);
+    let catalog = temp_file(".jsonl", catalog);
+    let config = temp_file(".toml", config);
+    let out = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
+    intentflow(&[
+        "train",
+        kind,
+        "--events",
+        events.path().to_str().unwrap(),
+        "--catalog",
+        catalog.path().to_str().unwrap(),
+        "--config",
+        config.path().to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+    ])
+    .success();
+    serde_json::from_str(&std::fs::read_to_string(out.path()).unwrap()).unwrap()
+}
+
+/// Trained k-means and propensity models, applied by the engine and by the oracle to the
+/// features at every progress line, for 1 and 4 workers.
+#[test]
+fn engine_segments_and_propensity_match_the_oracle_one_and_four_workers() {
+    let (input, catalog) = week_with_catalog();
+    // A week of events: 2-day horizons leave room for a training and a held-out slice.
+    let training = "[propensity]\nhorizon_days = 2\n";
+    let mut params = Params::default().with_catalog(&catalog);
+    params.models.kmeans = Some(train("kmeans", &input, &catalog, training));
+    params.models.propensity = Some(train("propensity", &input, &catalog, training));
+    for workers in ["1", "4"] {
+        let state = check_engine(
+            &input,
+            params.clone(),
+            &["--workers", workers],
+            Granularity::Progress,
+        );
+        let segments: BTreeSet<String> = state
+            .iter()
+            .filter(|((view, _), _)| view == "segments")
+            .map(|(_, (value, _))| value["segment"].to_string())
+            .collect();
+        assert!(
+            segments.len() >= 3,
+            "users fall in few segments: {segments:?}"
+        );
+        assert_views_have_rows(&state, &["propensity"]);
+    }
 }

@@ -21,6 +21,8 @@ use crate::common::{
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+pub mod models;
+
 // ---------------------------------------------------------------------------------------
 // Events
 // ---------------------------------------------------------------------------------------
@@ -661,6 +663,8 @@ pub struct Params {
     pub catalog: Catalog,
     /// The config file text the run gets with `--config`, if any.
     pub config_text: Option<String>,
+    /// Trained models the run loads with `--model`.
+    pub models: models::Models,
 }
 
 impl Default for Params {
@@ -691,6 +695,7 @@ impl Params {
             session_gap_ms: config.session_gap_ms,
             catalog: Catalog::default(),
             config_text: text,
+            models: models::Models::default(),
         }
     }
 
@@ -785,7 +790,14 @@ pub type Rows = Vec<(Value, Value)>;
 
 /// The views the oracle computes. Every row's key has a `user`, and the rows of a user
 /// depend only on that user's events, except through the set of rejected items.
-pub const VIEW_NAMES: &[&str] = &["sessions", "scores", "affinity", "features"];
+pub const VIEW_NAMES: &[&str] = &[
+    "sessions",
+    "scores",
+    "affinity",
+    "features",
+    "segments",
+    "propensity",
+];
 
 /// `t <= now < t + span`: an event with effective time `t` is in a window of `span` ms at
 /// `now`.
@@ -1146,15 +1158,22 @@ pub fn views_at(
             })
             .collect()
     };
-    BTreeMap::from([
+    let mut views = BTreeMap::from([
         (
             "sessions",
             sessions.iter().map(|s| (s.key(), s.value())).collect(),
         ),
         ("scores", milli_rows(&scores, "item")),
         ("affinity", milli_rows(&affinity, "category")),
-        ("features", features),
-    ])
+    ]);
+    if let Some(model) = &params.models.kmeans {
+        views.insert("segments", models::segment_rows(model, &features));
+    }
+    if let Some(model) = &params.models.propensity {
+        views.insert("propensity", models::propensity_rows(model, &features));
+    }
+    views.insert("features", features);
+    views
 }
 
 /// Checks that the oracle knows a view.

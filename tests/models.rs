@@ -1,0 +1,188 @@
+//! Issue 4's quality bars on generated data: segments recover the generator's behaviour
+//! groups, propensity ranks held-out users far better than chance.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+
+/// 2000 users over four weeks, with their catalog and true archetypes.
+struct Generated {
+    events: tempfile::NamedTempFile,
+    catalog: tempfile::NamedTempFile,
+    truth: tempfile::NamedTempFile,
+}
+
+fn generated() -> Generated {
+    let dir = tempfile::tempdir().unwrap();
+    let (catalog, truth) = (
+        dir.path().join("catalog.jsonl"),
+        dir.path().join("truth.jsonl"),
+    );
+    let run = intentflow(&[
+        "generate",
+        "--users",
+        "2000",
+        "--items",
+        "400",
+        "--events",
+        "80000",
+        "--days",
+        "28",
+        "--seed",
+        "11",
+        "--catalog-out",
+        catalog.to_str().unwrap(),
+        "--truth-out",
+        truth.to_str().unwrap(),
+    ])
+    .success();
+    let copy =
+        |path: &std::path::Path| temp_file(".jsonl", &std::fs::read_to_string(path).unwrap());
+    Generated {
+        events: temp_file(".jsonl", &run.stdout),
+        catalog: copy(&catalog),
+        truth: copy(&truth),
+    }
+}
+
+fn path(file: &tempfile::NamedTempFile) -> &str {
+    file.path().to_str().unwrap()
+}
+
+fn train(kind: &str, data: &Generated, extra: &[&str]) -> (Value, String) {
+    let out = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
+    let mut args = vec![
+        "train",
+        kind,
+        "--events",
+        path(&data.events),
+        "--catalog",
+        path(&data.catalog),
+        "--out",
+        path(&out),
+    ];
+    args.extend_from_slice(extra);
+    let run = intentflow(&args).success();
+    let model = serde_json::from_str(&std::fs::read_to_string(out.path()).unwrap()).unwrap();
+    (model, run.stderr)
+}
+
+/// The adjusted Rand index, computed here from the contingency table.
+fn adjusted_rand_index(pairs: &[(String, String)]) -> f64 {
+    let choose2 = |n: usize| (n * n.saturating_sub(1) / 2) as f64;
+    let mut cells: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut rows: HashMap<&str, usize> = HashMap::new();
+    let mut cols: HashMap<&str, usize> = HashMap::new();
+    for (a, b) in pairs {
+        *cells.entry((a, b)).or_default() += 1;
+        *rows.entry(a).or_default() += 1;
+        *cols.entry(b).or_default() += 1;
+    }
+    let index: f64 = cells.values().map(|&n| choose2(n)).sum();
+    let (a, b): (f64, f64) = (
+        rows.values().map(|&n| choose2(n)).sum(),
+        cols.values().map(|&n| choose2(n)).sum(),
+    );
+    let expected = a * b / choose2(pairs.len());
+    (index - expected) / ((a + b) / 2.0 - expected)
+}
+
+#[test]
+fn segments_recover_the_generated_behaviour_groups() {
+    let data = generated();
+    let (model, stderr) = train("kmeans", &data, &["--truth", path(&data.truth)]);
+    let reported = model["trained"]["adjusted_rand_index"].as_f64().unwrap();
+    eprintln!("{stderr}");
+    // The engine's live segments at the end of the stream, against the true archetypes.
+    let model_file = temp_file(".json", &model.to_string());
+    let run = run_engine(
+        data.events.path(),
+        &[
+            "--catalog",
+            path(&data.catalog),
+            "--model",
+            path(&model_file),
+            "--views",
+            "segments",
+        ],
+    );
+    let state = run.output().final_state();
+    let truth: BTreeMap<String, String> = std::fs::read_to_string(data.truth.path())
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let v: Value = serde_json::from_str(line).unwrap();
+            (
+                v["user"].as_str().unwrap().into(),
+                v["archetype"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let pairs: Vec<(String, String)> = state
+        .iter()
+        .map(|((_, key), (value, _))| {
+            let user = key.value()["user"].as_str().unwrap().to_string();
+            (
+                value["segment"].as_str().unwrap().to_string(),
+                truth[&user].clone(),
+            )
+        })
+        .collect();
+    assert!(
+        pairs.len() > 1900,
+        "only {} users have a segment",
+        pairs.len()
+    );
+    let ari = adjusted_rand_index(&pairs);
+    eprintln!("adjusted Rand index: train reports {reported:.4}, engine segments {ari:.4}");
+    assert!(
+        ari >= 0.9,
+        "segments do not recover the groups: ARI {ari:.4}"
+    );
+    assert!(
+        (ari - reported).abs() < 0.02,
+        "train reported {reported}, engine gives {ari}"
+    );
+    // Names follow behaviour: most true buyers sit in the segment named "buyers".
+    let buyers = pairs.iter().filter(|(_, t)| t == "buyer").count();
+    let named_segment: HashMap<String, String> = state
+        .values()
+        .map(|(v, _)| {
+            (
+                v["segment"].as_str().unwrap().into(),
+                v["name"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let in_buyers = pairs
+        .iter()
+        .filter(|(s, t)| t == "buyer" && named_segment[s] == "buyers")
+        .count();
+    assert!(
+        in_buyers * 10 >= buyers * 8,
+        "{in_buyers} of {buyers} buyers are named buyers"
+    );
+}
+
+#[test]
+fn propensity_ranks_held_out_users_well_above_chance() {
+    let data = generated();
+    let (model, stderr) = train("propensity", &data, &[]);
+    eprintln!("{stderr}");
+    let conversion = &model["trained"]["conversion"];
+    let auc = conversion["auc"].as_f64().unwrap();
+    assert!(
+        conversion["held_out_positives"].as_u64().unwrap() > 20,
+        "{conversion}"
+    );
+    assert!(auc > 0.75, "conversion AUC {auc}");
+    assert!(
+        conversion["log_loss"].as_f64().unwrap()
+            < conversion["base_rate_log_loss"].as_f64().unwrap(),
+        "{conversion}"
+    );
+    let churn_auc = model["trained"]["churn"]["auc"].as_f64().unwrap();
+    assert!(churn_auc > 0.5, "churn AUC {churn_auc}");
+}
