@@ -133,6 +133,14 @@ pub struct RunArgs {
     /// propensity model feeds `propensity`. Repeatable, one per kind.
     #[arg(long = "model", value_name = "MODEL.json")]
     pub models: Vec<PathBuf>,
+    /// Refit the k-means segments every N events, on every user's features at the N-th
+    /// event's time, without stopping ([segments] k, seed and features from --config;
+    /// warm-started from the current model, whose segment ids carry over).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub refit_every: Option<u64>,
+    /// With --refit-every: write each refitted model here (restart with --model FILE).
+    #[arg(long, value_name = "FILE", requires = "refit_every")]
+    pub refit_out: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

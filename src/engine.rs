@@ -8,6 +8,7 @@
 
 use crate::ingest::ToWorker;
 use crate::output::OutputMessage;
+use crate::refit::{self, FeatureSnapshot, RefitOptions, Refitter};
 use crate::stats::{ArrangementStats, StatsFile};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use differential_dataflow::consolidation::consolidate;
@@ -15,7 +16,7 @@ use differential_dataflow::input::InputSession;
 use intentflow_dataflows::model::{CatalogItem, Event, Millis};
 use intentflow_dataflows::params::ViewParams;
 use intentflow_dataflows::{Inputs, Time, ViewName, ViewRow, build_views};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -40,6 +41,8 @@ pub struct EngineSetup {
     pub stats: Option<StatsFile>,
     /// The k-means model the `segments` view starts with, as JSON.
     pub segment_model: Option<String>,
+    /// `--refit-every`: refit k-means inside the engine.
+    pub refit: Option<RefitOptions>,
 }
 
 /// Runs the dataflow on all workers of this process until the input closes and every view
@@ -54,7 +57,12 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
         input_worker,
         stats,
         segment_model,
+        refit,
     } = setup;
+    // Every worker must build the same dataflow, so whether to gather features for refits
+    // is decided here, before the input worker takes the options.
+    let refitting = refit.is_some();
+    let refit = Arc::new(Mutex::new(refit));
     let input = Arc::new(Mutex::new(input));
     let output = Arc::new(Mutex::new(output));
     let guards = timely::execute(config, move |worker| {
@@ -80,6 +88,7 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
             .and_then(|file| ArrangementStats::register(worker, file));
         let final_output = output.clone();
         let dataflow = worker.next_dataflow_index();
+        let snapshot = Rc::new(RefCell::new(FeatureSnapshot::default()));
         let delivered = worker.dataflow::<Time, _, _>(|scope| {
             let inputs = Inputs {
                 events: events_in.to_collection(scope),
@@ -98,7 +107,10 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
                     });
                 },
             );
-            let (rows, _features) = build_views(inputs, &params, &views);
+            let (rows, features) = build_views(inputs, &params, &views);
+            if let (true, Some(features)) = (refitting, features) {
+                refit::gather_features(features, Rc::clone(&snapshot));
+            }
             if let Some(stats) = stats {
                 sample_on_progress(rows.inner.clone(), stats);
             }
@@ -119,6 +131,9 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
             if let Some(model) = &segment_model {
                 models_in.insert(model.clone());
             }
+            let mut refitter = refit.lock().expect("refit slot").take().map(|options| {
+                Refitter::new(options, Rc::clone(&snapshot), segment_model.as_deref())
+            });
             let mut last_event: Option<Time> = None;
             loop {
                 let mut closed = false;
@@ -128,6 +143,9 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
                             for (event, time) in events {
                                 last_event = last_event.max(Some(time));
                                 events_in.update_at(event, time, 1);
+                                if let Some(refitter) = refitter.as_mut() {
+                                    refitter.count_event(time);
+                                }
                             }
                         }
                         Ok(ToWorker::Catalog(items)) => {
@@ -140,8 +158,11 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
                             if time > *events_in.time() {
                                 events_in.advance_to(time);
                                 catalog_in.advance_to(time);
-                                models_in.advance_to(time);
                                 horizon_in.advance_to(time);
+                            }
+                            let models_to = refitter.as_ref().map_or(time, |r| r.hold(time));
+                            if models_to > *models_in.time() {
+                                models_in.advance_to(models_to);
                             }
                             // One input batch per step: the dataflow keeps pace with the
                             // input and progress is reported at batch granularity.
@@ -161,8 +182,24 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
                     horizon_in.insert(end);
                     events_in.advance_to(end);
                     catalog_in.advance_to(end);
-                    models_in.advance_to(end);
                     horizon_in.advance_to(end);
+                    // A refit still waiting for its snapshot lands before the end.
+                    while let Some(refitter) = refitter.as_mut().filter(|r| r.is_pending()) {
+                        events_in.flush();
+                        catalog_in.flush();
+                        horizon_in.flush();
+                        if !refitter.try_refit(&mut models_in) {
+                            worker.step_or_park(None);
+                        }
+                    }
+                    models_in.advance_to(end);
+                } else if let Some(refitter) = refitter.as_mut()
+                    && refitter.try_refit(&mut models_in)
+                {
+                    let models_to = refitter.hold(*events_in.time());
+                    if models_to > *models_in.time() {
+                        models_in.advance_to(models_to);
+                    }
                 }
                 events_in.flush();
                 catalog_in.flush();

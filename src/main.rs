@@ -79,10 +79,11 @@ fn timely_config(args: &RunArgs) -> Result<timely::Config, String> {
 
 fn run(args: RunArgs) -> Result<ExitCode, String> {
     let started = Instant::now();
-    let mut params = match &args.config {
-        Some(path) => config::load(path)?.views,
+    let config = match &args.config {
+        Some(path) => config::load(path)?,
         None => Default::default(),
     };
+    let mut params = config.views;
     let segment_model = model_files::load_into(&args.models, &mut params)?;
     let views: Vec<ViewName> = match &args.views {
         None => ViewName::ALL.to_vec(),
@@ -91,6 +92,17 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
             .map(|name| name.trim().parse())
             .collect::<Result<_, _>>()?,
     };
+    if args.refit_every.is_some() && !views.contains(&ViewName::Segments) {
+        return Err("--refit-every refits the segments view; add segments to --views".into());
+    }
+    let refit = args
+        .refit_every
+        .map(|every| intentflow::refit::RefitOptions {
+            every,
+            train: config.train.clone(),
+            recency_days: params.windows.recency_days.clone(),
+            out: args.refit_out.clone(),
+        });
     let timely = timely_config(&args)?;
     let leader = args.process == 0;
 
@@ -170,6 +182,7 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
         input_worker,
         stats,
         segment_model,
+        refit,
     };
     engine::run(setup)?;
 

@@ -80,6 +80,7 @@ pub fn replay(spec: ReplaySpec) -> Result<Replay, String> {
         input_worker,
         stats: None,
         segment_model: None,
+        refit: None,
     })?;
     let ingest = ingest_thread
         .join()

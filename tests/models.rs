@@ -186,3 +186,131 @@ fn propensity_ranks_held_out_users_well_above_chance() {
     let churn_auc = model["trained"]["churn"]["auc"].as_f64().unwrap();
     assert!(churn_auc > 0.5, "churn AUC {churn_auc}");
 }
+
+/// Rows of a view: (key, value), as the oracle's scoring reads them.
+pub type Rows = Vec<(Value, Value)>;
+
+#[path = "oracle/models.rs"]
+#[allow(dead_code)]
+mod scoring;
+
+/// One view's rows after every change with time `< before`, by user.
+fn rows_before(stdout: &str, view: &str, before: u64) -> BTreeMap<String, Value> {
+    let mut live: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for line in stdout.lines() {
+        let change: Value = serde_json::from_str(line).unwrap();
+        if change["view"] != view || change["time"].as_u64().unwrap() >= before {
+            continue;
+        }
+        let user = change["key"]["user"].as_str().unwrap().to_string();
+        *live.entry((user, change["value"].to_string())).or_default() +=
+            change["diff"].as_i64().unwrap();
+    }
+    live.into_iter()
+        .filter(|(_, count)| *count > 0)
+        .map(|((user, value), _)| (user, serde_json::from_str(&value).unwrap()))
+        .collect()
+}
+
+fn segment_of(model: &Value, features: &BTreeMap<String, Value>) -> BTreeMap<String, Value> {
+    let rows: Rows = features
+        .iter()
+        .map(|(user, value)| (Value::from(user.as_str()), value.clone()))
+        .collect();
+    scoring::segment_rows(model, &rows)
+        .into_iter()
+        .map(|(user, value)| (user.as_str().unwrap().to_string(), value))
+        .collect()
+}
+
+/// A refit replaces the model at one event time; the users printed at that time are
+/// exactly those whose segment differs between (old model, features before) and (new
+/// model, features at that time), and most users print nothing.
+#[test]
+fn refit_changes_only_users_whose_nearest_centroid_changed() {
+    let data = generated();
+    // The first model sees only the first fifth of the stream, so the refit moves it.
+    let all = std::fs::read_to_string(data.events.path()).unwrap();
+    let first_fifth: String = all.lines().take(16_000).map(|l| format!("{l}\n")).collect();
+    let early = Generated {
+        events: temp_file(".jsonl", &first_fifth),
+        catalog: temp_file(
+            ".jsonl",
+            &std::fs::read_to_string(data.catalog.path()).unwrap(),
+        ),
+        truth: temp_file(".jsonl", ""),
+    };
+    let (old_model, _) = train("kmeans", &early, &[]);
+    let old_file = temp_file(".json", &old_model.to_string());
+    let new_file = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
+    let run = run_engine(
+        data.events.path(),
+        &[
+            "--catalog",
+            path(&data.catalog),
+            "--model",
+            path(&old_file),
+            "--views",
+            "features,segments",
+            "--refit-every",
+            "50000",
+            "--refit-out",
+            path(&new_file),
+        ],
+    );
+    let refit_at: u64 = run
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("intentflow: refitted k-means at "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("one refit")
+        .parse()
+        .unwrap();
+    let new_model: Value =
+        serde_json::from_str(&std::fs::read_to_string(new_file.path()).unwrap()).unwrap();
+    let changes: String = run
+        .stdout
+        .lines()
+        .filter(|l| l.contains("\"view\""))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let (features_before, features_at) = (
+        rows_before(&changes, "features", refit_at),
+        rows_before(&changes, "features", refit_at + 1),
+    );
+    let (old, new) = (
+        segment_of(&old_model, &features_before),
+        segment_of(&new_model, &features_at),
+    );
+    let users: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    let expected: Vec<&String> = users
+        .into_iter()
+        .filter(|u| old.get(*u) != new.get(*u))
+        .collect();
+    let mut printed: Vec<String> = changes
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|c| c["view"] == "segments" && c["time"].as_u64() == Some(refit_at))
+        .map(|c| c["key"]["user"].as_str().unwrap().to_string())
+        .collect();
+    printed.dedup();
+    let printed: Vec<&String> = printed.iter().collect();
+    assert_eq!(printed, expected, "users printed at the refit");
+    let moved_by_refit_alone = expected
+        .iter()
+        .filter(|u| features_before.get(**u) == features_at.get(**u))
+        .count();
+    eprintln!(
+        "refit at {refit_at}: {} of {} users changed segment, {moved_by_refit_alone} of them without a feature change",
+        expected.len(),
+        new.len()
+    );
+    assert!(
+        moved_by_refit_alone > 0,
+        "the refit moved nobody; the test proves nothing"
+    );
+    assert!(
+        expected.len() * 4 < new.len(),
+        "the refit re-printed most users"
+    );
+}
