@@ -9,7 +9,7 @@
 
 use crate::config::TrainParams;
 use crate::train::kmeans::{self, KmeansSpec};
-use differential_dataflow::consolidation::consolidate;
+use differential_dataflow::consolidation::consolidate_updates;
 use differential_dataflow::input::InputSession;
 use intentflow_dataflows::features::{FeatureSums, UserFeatures};
 use intentflow_dataflows::model::UserId;
@@ -66,19 +66,6 @@ impl FeatureSnapshot {
     }
 }
 
-fn consolidate_updates(updates: &mut Vec<((UserId, FeatureSums), Time, isize)>) {
-    let mut pairs: Vec<(((UserId, FeatureSums), Time), isize)> = updates
-        .drain(..)
-        .map(|(data, time, diff)| ((data, time), diff))
-        .collect();
-    consolidate(&mut pairs);
-    updates.extend(
-        pairs
-            .into_iter()
-            .map(|((data, time), diff)| (data, time, diff)),
-    );
-}
-
 /// Gathers every worker's `features` changes on worker 0 into `snapshot`.
 pub fn gather_features(features: UserFeatures<'_>, snapshot: Rc<RefCell<FeatureSnapshot>>) {
     features
@@ -124,7 +111,7 @@ impl Refitter {
     /// still waiting, which then covers it).
     pub fn count_event(&mut self, time: Time) {
         self.events += 1;
-        if self.events.is_multiple_of(self.options.every) && self.pending.is_none() {
+        if self.events % self.options.every == 0 && self.pending.is_none() {
             self.pending = Some(time);
         }
     }
