@@ -567,6 +567,24 @@ mod tests {
         assert!(error.contains("extar"), "{error}");
         let error = parse("[engagement]\npassive_max_scroll = 1.5\n").unwrap_err();
         assert!(error.contains("passive_max_scroll"), "{error}");
+        let error = parse("[segments]\nrules = [{ id = \"vip\", when = \"purchase >= 3\" }]\n")
+            .unwrap_err();
+        assert!(
+            error.contains("segments.rules[0].when") && error.contains("\"purchase\""),
+            "{error}"
+        );
+        let error = parse("[segments]\nfeatures = [\"dwell\"]\n").unwrap_err();
+        assert!(
+            error.contains("segments.features") && error.contains("dwell"),
+            "{error}"
+        );
+        let error = parse("[rules.buyers]\nkinds = [\"produkt\"]\n").unwrap_err();
+        assert!(
+            error.contains("rules.buyers.kinds") && error.contains("produkt"),
+            "{error}"
+        );
+        let error = parse("[propensity]\nhorizon_days = 0\n").unwrap_err();
+        assert!(error.contains("propensity.horizon_days"), "{error}");
     }
 
     #[test]
@@ -588,5 +606,21 @@ mod tests {
         let mut signup = intentflow_dataflows::model::Event::new("u", EventKind::Other, 0);
         signup.custom_type = Some("signup".into());
         assert!(params.engagement.active.contains(&signup));
+    }
+
+    #[test]
+    fn segment_rules_names_and_content_rules_override() {
+        let config = parse(
+            "[segments]\nk = 5\nnames = { c1 = \"big spenders\" }\n\
+             rules = [{ id = \"vip\", when = \"purchases >= 3\" }]\n\
+             [rules.vip]\nkinds = [\"offer\"]\npremium = true\n",
+        )
+        .unwrap();
+        assert_eq!(config.train.k, 5);
+        let segments = &config.views.segments;
+        assert_eq!(segments.rules[0].name, "vip", "the name defaults to the id");
+        assert_eq!(segments.names["c1"], "big spenders");
+        assert_eq!(segments.content["vip"].premium, Some(true));
+        assert!(segments.content.contains_key("buyers"), "defaults stay");
     }
 }

@@ -280,3 +280,114 @@ impl ModelCache {
         model
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::FeatureSums;
+    use crate::model::{Category, Cents};
+    use crate::models::{Centroid, FeatureScale, FeatureTransform};
+
+    fn buyer_or_browser_model() -> SegmentModel {
+        SegmentModel {
+            transform: FeatureTransform {
+                features: vec![FeatureScale {
+                    feature: "purchases".into(),
+                    log: false,
+                    mean: 0.0,
+                    std: 1.0,
+                }],
+            },
+            segments: vec![
+                Centroid {
+                    id: "c0".into(),
+                    name: "browsers".into(),
+                    center: vec![0.0],
+                },
+                Centroid {
+                    id: "c1".into(),
+                    name: "buyers".into(),
+                    center: vec![2.0],
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    fn with_purchases(n: i64) -> Vec<(Cow<'static, str>, FeatureValue)> {
+        FeatureSums {
+            sessions: 1,
+            purchases: n,
+            ..Default::default()
+        }
+        .values(&[7])
+    }
+
+    #[test]
+    fn rule_segments_win_over_the_nearest_centroid_and_config_renames() {
+        let mut params = SegmentParams {
+            rules: vec![RuleSegment {
+                id: "vip".into(),
+                name: "VIP".into(),
+                when: "purchases >= 3 and active_7d == false".parse().unwrap(),
+            }],
+            ..SegmentParams::default()
+        };
+        let model = buyer_or_browser_model();
+        let id = |n| params.assign(&with_purchases(n), &model).map(|a| a.id);
+        assert_eq!(id(0).as_deref(), Some("c0"));
+        assert_eq!(
+            id(1).as_deref(),
+            Some("c0"),
+            "a tie goes to the lower index"
+        );
+        assert_eq!(id(2).as_deref(), Some("c1"));
+        assert_eq!(id(3).as_deref(), Some("vip"));
+        params.names.insert("c1".into(), "big spenders".into());
+        let named = params.assign(&with_purchases(2), &model).unwrap();
+        assert_eq!(named.name, "big spenders");
+        // Without a model only rules assign.
+        let empty = SegmentModel::default();
+        assert_eq!(params.assign(&with_purchases(2), &empty), None);
+        assert_eq!(params.assign(&with_purchases(5), &empty).unwrap().id, "vip");
+    }
+
+    #[test]
+    fn conditions_parse_and_reject_what_they_cannot_read() {
+        let parsed: Conditions = "purchases >= 3 and bounce_rate < 0.5".parse().unwrap();
+        assert_eq!(parsed.to_string(), "purchases >= 3 and bounce_rate < 0.5");
+        assert!(
+            "purchases => 3"
+                .parse::<Conditions>()
+                .unwrap_err()
+                .contains("=>")
+        );
+        assert!(
+            "purchases >= lots"
+                .parse::<Conditions>()
+                .unwrap_err()
+                .contains("lots")
+        );
+        assert!("purchases".parse::<Conditions>().is_err());
+    }
+
+    #[test]
+    fn default_content_rules_follow_the_seed() {
+        let item = |kind, premium| CatalogItem {
+            item: ItemId::new("i"),
+            category: Category::new("c"),
+            kind,
+            price: Cents(100),
+            premium,
+        };
+        let admits = |segment: &str, kind, premium| {
+            SegmentParams::default().content[segment].admits(&item(kind, premium))
+        };
+        assert!(admits("buyers", ItemKind::Product, true));
+        assert!(admits("buyers", ItemKind::Offer, true));
+        assert!(!admits("buyers", ItemKind::Product, false));
+        assert!(admits("browsers", ItemKind::Guide, false));
+        assert!(!admits("browsers", ItemKind::Product, false));
+        assert!(admits("disengaged", ItemKind::Offer, false));
+    }
+}
