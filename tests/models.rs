@@ -314,3 +314,36 @@ fn refit_changes_only_users_whose_nearest_centroid_changed() {
         "the refit re-printed most users"
     );
 }
+
+/// The README's persona example: with the bundled model, u85 of the bundled example moves
+/// from browsers to buyers at this time.
+#[test]
+fn bundled_models_load_and_show_the_readme_persona_move() {
+    let run = run_engine(
+        &repo_path("examples/events.jsonl"),
+        &[
+            "--catalog",
+            repo_path("examples/catalog.jsonl").to_str().unwrap(),
+            "--model",
+            repo_path("examples/segments.json").to_str().unwrap(),
+            "--model",
+            repo_path("examples/propensity.json").to_str().unwrap(),
+            "--views",
+            "segments,propensity",
+        ],
+    );
+    let u85: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.contains("\"view\":\"segments\"") && l.contains("\"u85\""))
+        .collect();
+    assert_eq!(
+        u85,
+        [
+            r#"{"view":"segments","key":{"user":"u85"},"time":1767351218000,"diff":1,"value":{"segment":"c1","name":"browsers"}}"#,
+            r#"{"view":"segments","key":{"user":"u85"},"time":1767826469000,"diff":-1,"value":{"segment":"c1","name":"browsers"}}"#,
+            r#"{"view":"segments","key":{"user":"u85"},"time":1767826469000,"diff":1,"value":{"segment":"c3","name":"buyers"}}"#,
+        ]
+    );
+    assert!(run.stdout.contains("\"view\":\"propensity\""));
+}
