@@ -86,7 +86,19 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
     let mut params = config.views;
     let segment_model = model_files::load_into(&args.models, &mut params)?;
     let views: Vec<ViewName> = match &args.views {
-        None => ViewName::ALL.to_vec(),
+        // By default the model views are on when there is something to compute them from.
+        None => ViewName::ALL
+            .into_iter()
+            .filter(|view| match view {
+                ViewName::Segments => {
+                    segment_model.is_some()
+                        || args.refit_every.is_some()
+                        || !params.segments.rules.is_empty()
+                }
+                ViewName::Propensity => params.propensity.is_some(),
+                _ => true,
+            })
+            .collect(),
         Some(names) => names
             .iter()
             .map(|name| name.trim().parse())
