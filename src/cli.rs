@@ -34,6 +34,8 @@ pub enum ModelKind {
     Kmeans,
     /// Conversion and churn propensity: logistic regressions ([propensity] in config).
     Propensity,
+    /// Implicit-feedback ALS item factors over the windowed scores (not loaded by `run` yet).
+    Als,
 }
 
 #[derive(Args, Debug)]

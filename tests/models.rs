@@ -347,3 +347,21 @@ fn bundled_models_load_and_show_the_readme_persona_move() {
     );
     assert!(run.stdout.contains("\"view\":\"propensity\""));
 }
+
+#[test]
+fn als_beats_most_popular_on_held_out_purchases() {
+    let data = generated();
+    let (model, stderr) = train("als", &data, &[]);
+    eprintln!("{stderr}");
+    let trained = &model["trained"];
+    let (als, popular) = (
+        trained["hit_rate_at_10"].as_f64().unwrap(),
+        trained["most_popular_hit_rate_at_10"].as_f64().unwrap(),
+    );
+    assert!(
+        trained["held_out_users"].as_u64().unwrap() > 50,
+        "{trained}"
+    );
+    assert!(als > popular, "ALS {als} vs most popular {popular}");
+    assert_eq!(model["items"][0]["factors"].as_array().unwrap().len(), 16);
+}

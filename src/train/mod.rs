@@ -2,6 +2,7 @@
 //! the engine's views, fits a model on what they computed, reports how good it is, and
 //! writes the model file `run --model` loads.
 
+pub mod als;
 pub mod features;
 pub mod kmeans;
 pub mod propensity;
@@ -27,6 +28,7 @@ pub fn train(args: &TrainArgs) -> Result<(), String> {
     let model = match args.kind {
         ModelKind::Kmeans => train_kmeans(args, &config)?,
         ModelKind::Propensity => train_propensity(args, &config)?,
+        ModelKind::Als => train_als(args, &config)?,
     };
     model_files::write(&args.out, &model)?;
     eprintln!(
@@ -206,4 +208,93 @@ fn train_propensity(args: &TrainArgs, config: &Config) -> Result<ModelFile, Stri
         );
     }
     Ok(ModelFile::Propensity(model))
+}
+
+/// ALS on the `scores` just after `end - h`, judged on the purchases of the last `h`
+/// (`[propensity] horizon_days`): hit-rate@10 against recommending the most popular items.
+fn train_als(args: &TrainArgs, config: &Config) -> Result<ModelFile, String> {
+    const K: usize = 10;
+    let events = read_events(&args.events)?;
+    let last = events
+        .iter()
+        .map(|e| e.ts)
+        .max()
+        .ok_or_else(|| format!("{}: no events", args.events.display()))?;
+    let cutoff = last.saturating_sub(config.train.horizon_ms);
+    let replay = replay_views(args, config, &[ViewName::Scores])?;
+    let scores: BTreeMap<(String, String), f64> = replay
+        .state_before(ViewName::Scores, Some(cutoff + 1))
+        .into_iter()
+        .map(|(key, value)| {
+            let key: Value = serde_json::from_str(&key).expect("keys are JSON");
+            let field = |name: &str| key[name].as_str().unwrap_or_default().to_string();
+            (
+                (field("user"), field("item")),
+                value["score"].as_f64().unwrap_or(0.0),
+            )
+        })
+        .collect();
+    let spec = als::AlsSpec::default();
+    let fit = als::fit(&scores, &spec);
+    // Held out: what each known user bought after the cutoff.
+    let mut bought: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for event in &events {
+        if event.ts > cutoff
+            && event.kind == intentflow_dataflows::model::EventKind::Purchase
+            && let Some(item) = &event.item
+        {
+            bought
+                .entry(event.user.as_str())
+                .or_default()
+                .push(item.as_str());
+        }
+    }
+    let mut popularity: BTreeMap<&str, f64> = BTreeMap::new();
+    for ((_, item), score) in &scores {
+        *popularity.entry(item.as_str()).or_default() += score.max(0.0);
+    }
+    let mut popular: Vec<(&str, f64)> = popularity.into_iter().collect();
+    popular.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
+    let popular: Vec<&str> = popular.into_iter().take(K).map(|(item, _)| item).collect();
+    let (mut users, mut als_hits, mut popular_hits) = (0usize, 0usize, 0usize);
+    for (u, user) in fit.users.iter().enumerate() {
+        let Some(items) = bought.get(user.as_str()) else {
+            continue;
+        };
+        users += 1;
+        let top: Vec<&str> = fit
+            .top(u, K)
+            .into_iter()
+            .map(|i| fit.items[i].as_str())
+            .collect();
+        als_hits += usize::from(items.iter().any(|item| top.contains(item)));
+        popular_hits += usize::from(items.iter().any(|item| popular.contains(item)));
+    }
+    let rate = |hits: usize| hits as f64 / users.max(1) as f64;
+    eprintln!(
+        "intentflow: ALS hit-rate@{K} on held-out purchases: {:.4}; most popular: {:.4} ({users} users)",
+        rate(als_hits),
+        rate(popular_hits)
+    );
+    let mut trained = serde_json::Map::new();
+    trained.insert("cutoff".into(), serde_json::json!(cutoff));
+    trained.insert("held_out_users".into(), serde_json::json!(users));
+    trained.insert("hit_rate_at_10".into(), serde_json::json!(rate(als_hits)));
+    trained.insert(
+        "most_popular_hit_rate_at_10".into(),
+        serde_json::json!(rate(popular_hits)),
+    );
+    let items = (0..fit.items.len())
+        .map(|i| intentflow_dataflows::models::ItemFactors {
+            item: fit.items[i].clone(),
+            factors: fit.factors_of_item(i),
+        })
+        .collect();
+    Ok(ModelFile::Als(intentflow_dataflows::models::AlsModel {
+        factors: spec.factors,
+        lambda: spec.lambda,
+        alpha: spec.alpha,
+        items,
+        trained,
+    }))
 }
