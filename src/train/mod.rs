@@ -79,7 +79,7 @@ fn train_kmeans(args: &TrainArgs, config: &Config) -> Result<ModelFile, String> 
         },
         None => None,
     };
-    let model = kmeans::fit(
+    let mut model = kmeans::fit(
         &rows,
         &kmeans::KmeansSpec {
             k: config.train.k,
@@ -89,16 +89,13 @@ fn train_kmeans(args: &TrainArgs, config: &Config) -> Result<ModelFile, String> 
             previous: previous.as_ref(),
         },
     )?;
-    let assigned: Vec<usize> = rows
-        .values()
-        .map(|row| {
-            let input: Vec<f64> = model
-                .transform
-                .features
-                .iter()
-                .map(|scale| scale.apply(features::raw(row, &scale.feature)))
-                .collect();
-            model.nearest(&input).unwrap_or(0)
+    let assigned: Vec<usize> = features::matrix(&rows, &model.transform)
+        .rows()
+        .into_iter()
+        .map(|input| {
+            model
+                .nearest(input.as_slice().expect("standard layout"))
+                .unwrap_or(0)
         })
         .collect();
     for (index, segment) in model.segments.iter().enumerate() {
@@ -128,11 +125,9 @@ fn train_kmeans(args: &TrainArgs, config: &Config) -> Result<ModelFile, String> 
             path.display(),
             ours.len()
         );
-        let mut model = model;
         model
             .trained
             .insert("adjusted_rand_index".into(), serde_json::json!(ari));
-        return Ok(ModelFile::Kmeans(model));
     }
     Ok(ModelFile::Kmeans(model))
 }
