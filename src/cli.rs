@@ -58,7 +58,8 @@ pub struct TrainArgs {
     /// (`generate --truth-out`).
     #[arg(long)]
     pub truth: Option<PathBuf>,
-    /// k-means: the model this one replaces; matching segments keep their ids.
+    /// The model this one replaces: k-means segments that match keep their ids; ALS starts
+    /// from its item factors.
     #[arg(long)]
     pub previous: Option<PathBuf>,
     /// Worker threads for the replay.
@@ -132,16 +133,18 @@ pub struct RunArgs {
     #[arg(long)]
     pub strict: bool,
     /// A trained model (`intentflow train ...`) to load: k-means feeds `segments`, a
-    /// propensity model feeds `propensity`. Repeatable, one per kind.
+    /// propensity model feeds `propensity`, ALS feeds `als`. Repeatable, one per kind.
     #[arg(long = "model", value_name = "MODEL.json")]
     pub models: Vec<PathBuf>,
-    /// Refit the k-means segments every N events, on every user's features at the N-th
-    /// event's time, without stopping ([segments] k, seed and features from --config;
-    /// warm-started from the current model, whose segment ids carry over).
+    /// Refit models every N events without stopping, on the state at the N-th event's time:
+    /// k-means when the segments view is on (on every user's features; [segments] from
+    /// --config; segment ids carry over), ALS when the als view is on (on every windowed
+    /// score; [als] from --config; warm-started from the current item factors).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub refit_every: Option<u64>,
-    /// With --refit-every: write each refitted model here (restart with --model FILE).
-    #[arg(long, value_name = "FILE", requires = "refit_every")]
+    /// With --refit-every: write each refitted model into this directory, as kmeans.json
+    /// and als.json (restart with --model FILE).
+    #[arg(long, value_name = "DIR", requires = "refit_every")]
     pub refit_out: Option<PathBuf>,
 }
 

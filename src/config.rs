@@ -107,6 +107,19 @@ disengaged = { kinds = ["offer"] }
 # Labels for `intentflow train propensity`: conversion = a purchase within horizon_days
 # after a cutoff, churn = no event within horizon_days after it.
 horizon_days = 7
+
+[als]
+# Implicit-feedback ALS (`intentflow train als`, and `run --refit-every` when the als view
+# is on): factors per item, ridge penalty, confidence = 1 + alpha * score, sweeps.
+factors = 16
+lambda = 0.1
+alpha = 2.0
+iterations = 12
+
+[recs]
+# Items per user in the recs view, and ALS candidates per user in the als view.
+k = 10
+als_candidates = 20
 "#;
 
 /// A loaded config: the views' parameters and the training commands' ones.
@@ -124,6 +137,7 @@ pub struct TrainParams {
     /// The features k-means reads; empty: every feature.
     pub features: Vec<String>,
     pub horizon_ms: u64,
+    pub als: crate::train::als::AlsSpec,
 }
 
 impl Default for TrainParams {
@@ -135,6 +149,7 @@ impl Default for TrainParams {
                 .map(String::from)
                 .to_vec(),
             horizon_ms: 7 * DAY_MS,
+            als: Default::default(),
         }
     }
 }
@@ -150,6 +165,24 @@ struct ConfigFile {
     segments: SegmentsTable,
     rules: BTreeMap<String, ContentTable>,
     propensity: PropensityTable,
+    als: AlsTable,
+    recs: RecsTable,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct AlsTable {
+    factors: Option<usize>,
+    lambda: Option<f64>,
+    alpha: Option<f64>,
+    iterations: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RecsTable {
+    k: Option<usize>,
+    als_candidates: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -291,10 +324,38 @@ pub fn parse(text: &str) -> Result<Config, String> {
     if let Some(days) = file.propensity.horizon_days {
         train.horizon_ms = positive("propensity.horizon_days", days)? * DAY_MS;
     }
+    apply_als(&file.als, &mut train.als)?;
+    if let Some(k) = file.recs.k {
+        params.recs.k = positive("recs.k", k as u64)? as usize;
+    }
+    if let Some(count) = file.recs.als_candidates {
+        params.recs.als_candidates = positive("recs.als_candidates", count as u64)? as usize;
+    }
     Ok(Config {
         views: params,
         train,
     })
+}
+
+fn apply_als(table: &AlsTable, spec: &mut crate::train::als::AlsSpec) -> Result<(), String> {
+    if let Some(factors) = table.factors {
+        spec.factors = positive("als.factors", factors as u64)? as usize;
+    }
+    if let Some(iterations) = table.iterations {
+        spec.iterations = positive("als.iterations", iterations as u64)? as usize;
+    }
+    for (key, value, slot) in [
+        ("als.lambda", table.lambda, &mut spec.lambda),
+        ("als.alpha", table.alpha, &mut spec.alpha),
+    ] {
+        if let Some(value) = value {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(format!("{key} must be a positive number, not {value}"));
+            }
+            *slot = value;
+        }
+    }
+    Ok(())
 }
 
 /// The names the features view prints under these recency windows.

@@ -7,16 +7,17 @@
 //! run on every worker, partitioned by key.
 
 use crate::ingest::ToWorker;
+use crate::model_files::CollectionModels;
 use crate::output::OutputMessage;
-use crate::refit::{self, FeatureSnapshot, RefitOptions, Refitter};
+use crate::refit::{ModelInputs, RefitOptions, Refitter, Snapshots};
 use crate::stats::{ArrangementStats, StatsFile};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::input::InputSession;
 use intentflow_dataflows::model::{CatalogItem, Event, Millis};
 use intentflow_dataflows::params::ViewParams;
-use intentflow_dataflows::{Inputs, Time, ViewName, ViewRow, build_views};
-use std::cell::{Cell, RefCell};
+use intentflow_dataflows::{Built, Inputs, Time, ViewName, ViewRow, build_views};
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -39,9 +40,9 @@ pub struct EngineSetup {
     pub input_worker: Arc<OnceLock<Thread>>,
     /// `--arrangement-stats`: where workers write their arrangement sizes.
     pub stats: Option<StatsFile>,
-    /// The k-means model the `segments` view starts with, as JSON.
-    pub segment_model: Option<String>,
-    /// `--refit-every`: refit k-means inside the engine.
+    /// The k-means and ALS models the `segments` and `als` views start with.
+    pub models: CollectionModels,
+    /// `--refit-every`: refit models inside the engine.
     pub refit: Option<RefitOptions>,
 }
 
@@ -56,12 +57,12 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
         output,
         input_worker,
         stats,
-        segment_model,
+        models,
         refit,
     } = setup;
-    // Every worker must build the same dataflow, so whether to gather features for refits
-    // is decided here, before the input worker takes the options.
-    let refitting = refit.is_some();
+    // Every worker must build the same dataflow, so what to gather for refits is decided
+    // here, before the input worker takes the options.
+    let (refit_kmeans, refit_als) = refit.as_ref().map_or((false, false), |r| (r.kmeans, r.als));
     let refit = Arc::new(Mutex::new(refit));
     let input = Arc::new(Mutex::new(input));
     let output = Arc::new(Mutex::new(output));
@@ -69,7 +70,8 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
         let index = worker.index();
         let mut events_in: InputSession<Time, Event, isize> = InputSession::new();
         let mut catalog_in: InputSession<Time, CatalogItem, isize> = InputSession::new();
-        let mut models_in: InputSession<Time, String, isize> = InputSession::new();
+        let mut kmeans_in: InputSession<Time, String, isize> = InputSession::new();
+        let mut als_in: InputSession<Time, String, isize> = InputSession::new();
         let output = if index == 0 {
             output.lock().expect("output slot").take()
         } else {
@@ -88,12 +90,16 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
             .and_then(|file| ArrangementStats::register(worker, file));
         let final_output = output.clone();
         let dataflow = worker.next_dataflow_index();
-        let snapshot = Rc::new(RefCell::new(FeatureSnapshot::default()));
+        let snapshots = Snapshots {
+            features: refit_kmeans.then(Default::default),
+            scores: refit_als.then(Default::default),
+        };
         let delivered = worker.dataflow::<Time, _, _>(|scope| {
             let inputs = Inputs {
                 events: events_in.to_collection(scope),
                 catalog: catalog_in.to_collection(scope),
-                segment_models: models_in.to_collection(scope),
+                segment_models: kmeans_in.to_collection(scope),
+                als_models: als_in.to_collection(scope),
             };
             let learned = Rc::clone(&horizon);
             horizon_in.to_collection(scope).inner.broadcast().sink(
@@ -107,10 +113,12 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
                     });
                 },
             );
-            let (rows, features) = build_views(inputs, &params, &views);
-            if let (true, Some(features)) = (refitting, features) {
-                refit::gather_features(features, Rc::clone(&snapshot));
-            }
+            let Built {
+                rows,
+                features,
+                scores,
+            } = build_views(inputs, &params, &views);
+            snapshots.gather(features, scores);
             if let Some(stats) = stats {
                 sample_on_progress(rows.inner.clone(), stats);
             }
@@ -128,11 +136,19 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
         };
         if let Some(feed) = feed {
             input_worker.set(std::thread::current()).ok();
-            if let Some(model) = &segment_model {
-                models_in.insert(model.clone());
+            if let Some(model) = &models.kmeans {
+                kmeans_in.insert(model.clone());
+            }
+            if let Some(model) = &models.als {
+                als_in.insert(model.clone());
             }
             let mut refitter = refit.lock().expect("refit slot").take().map(|options| {
-                Refitter::new(options, Rc::clone(&snapshot), segment_model.as_deref())
+                Refitter::new(
+                    options,
+                    snapshots.clone(),
+                    models.kmeans.as_deref(),
+                    models.als.as_deref(),
+                )
             });
             let mut last_event: Option<Time> = None;
             loop {
@@ -161,9 +177,7 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
                                 horizon_in.advance_to(time);
                             }
                             let models_to = refitter.as_ref().map_or(time, |r| r.hold(time));
-                            if models_to > *models_in.time() {
-                                models_in.advance_to(models_to);
-                            }
+                            advance_models(&mut kmeans_in, &mut als_in, models_to);
                             // One input batch per step: the dataflow keeps pace with the
                             // input and progress is reported at batch granularity.
                             break;
@@ -188,22 +202,28 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
                         events_in.flush();
                         catalog_in.flush();
                         horizon_in.flush();
-                        if !refitter.try_refit(&mut models_in) {
+                        let inputs = ModelInputs {
+                            kmeans: &mut kmeans_in,
+                            als: &mut als_in,
+                        };
+                        if !refitter.try_refit(inputs) {
                             worker.step_or_park(None);
                         }
                     }
-                    models_in.advance_to(end);
+                    advance_models(&mut kmeans_in, &mut als_in, end);
                 } else if let Some(refitter) = refitter.as_mut()
-                    && refitter.try_refit(&mut models_in)
+                    && refitter.try_refit(ModelInputs {
+                        kmeans: &mut kmeans_in,
+                        als: &mut als_in,
+                    })
                 {
                     let models_to = refitter.hold(*events_in.time());
-                    if models_to > *models_in.time() {
-                        models_in.advance_to(models_to);
-                    }
+                    advance_models(&mut kmeans_in, &mut als_in, models_to);
                 }
                 events_in.flush();
                 catalog_in.flush();
-                models_in.flush();
+                kmeans_in.flush();
+                als_in.flush();
                 horizon_in.flush();
                 if closed {
                     break;
@@ -219,7 +239,8 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
             // the frontier back.
             drop(events_in);
             drop(catalog_in);
-            drop(models_in);
+            drop(kmeans_in);
+            drop(als_in);
             drop(horizon_in);
         }
         // Run until every change before the horizon has reached the output worker (and, on
@@ -247,6 +268,19 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
         result?;
     }
     Ok(())
+}
+
+/// Moves the model inputs up to `time` (never back).
+fn advance_models(
+    kmeans: &mut InputSession<Time, String, isize>,
+    als: &mut InputSession<Time, String, isize>,
+    time: Time,
+) {
+    for input in [kmeans, als] {
+        if time > *input.time() {
+            input.advance_to(time);
+        }
+    }
 }
 
 /// Samples this worker's arrangement sizes whenever its view of the output frontier moves.

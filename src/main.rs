@@ -84,18 +84,19 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
         None => Default::default(),
     };
     let mut params = config.views;
-    let segment_model = model_files::load_into(&args.models, &mut params)?;
+    let models = model_files::load_into(&args.models, &mut params)?;
     let views: Vec<ViewName> = match &args.views {
         // By default the model views are on when there is something to compute them from.
         None => ViewName::ALL
             .into_iter()
             .filter(|view| match view {
                 ViewName::Segments => {
-                    segment_model.is_some()
+                    models.kmeans.is_some()
                         || args.refit_every.is_some()
                         || !params.segments.rules.is_empty()
                 }
                 ViewName::Propensity => params.propensity.is_some(),
+                ViewName::Als => models.als.is_some(),
                 _ => true,
             })
             .collect(),
@@ -104,8 +105,13 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
             .map(|name| name.trim().parse())
             .collect::<Result<_, _>>()?,
     };
-    if args.refit_every.is_some() && !views.contains(&ViewName::Segments) {
-        return Err("--refit-every refits the segments view; add segments to --views".into());
+    let refit_kmeans = views.contains(&ViewName::Segments);
+    let refit_als = views.contains(&ViewName::Als);
+    if args.refit_every.is_some() && !refit_kmeans && !refit_als {
+        return Err(
+            "--refit-every refits the models of the segments and als views; add one to --views"
+                .into(),
+        );
     }
     let refit = args
         .refit_every
@@ -113,6 +119,8 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
             every,
             train: config.train.clone(),
             recency_days: params.windows.recency_days.clone(),
+            kmeans: refit_kmeans,
+            als: refit_als,
             out: args.refit_out.clone(),
         });
     let timely = timely_config(&args)?;
@@ -193,7 +201,7 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
         output: engine_output,
         input_worker,
         stats,
-        segment_model,
+        models,
         refit,
     };
     engine::run(setup)?;

@@ -20,10 +20,17 @@ pub fn write(path: &Path, model: &ModelFile) -> Result<(), String> {
         .map_err(|error| format!("cannot write model {}: {error}", path.display()))
 }
 
-/// Loads `--model` files: the propensity (and ALS) models into `params`; the k-means
-/// model is returned as the JSON the `segments` view reads. At most one model per kind.
-pub fn load_into(paths: &[PathBuf], params: &mut ViewParams) -> Result<Option<String>, String> {
-    let mut segment_model = None;
+/// The models that enter the dataflow as collections (so refits can replace them), as JSON.
+#[derive(Clone, Debug, Default)]
+pub struct CollectionModels {
+    pub kmeans: Option<String>,
+    pub als: Option<String>,
+}
+
+/// Loads `--model` files: the propensity model into `params`; the k-means and ALS models
+/// are returned as the JSON their views read. At most one model per kind.
+pub fn load_into(paths: &[PathBuf], params: &mut ViewParams) -> Result<CollectionModels, String> {
+    let mut loaded = CollectionModels::default();
     let mut seen: Vec<&'static str> = Vec::new();
     let recency_days = params.windows.recency_days.clone();
     for path in paths {
@@ -42,19 +49,17 @@ pub fn load_into(paths: &[PathBuf], params: &mut ViewParams) -> Result<Option<St
         match model {
             ModelFile::Kmeans(model) => {
                 checked(model.check(&recency_days))?;
-                segment_model = Some(serde_json::to_string(&model).expect("models serialize"));
+                loaded.kmeans = Some(serde_json::to_string(&model).expect("models serialize"));
             }
             ModelFile::Propensity(model) => {
                 checked(model.check(&recency_days))?;
                 params.propensity = Some(Arc::new(model));
             }
-            ModelFile::Als(_) => {
-                return Err(format!(
-                    "model {}: ALS models are not loaded by `run` yet",
-                    path.display()
-                ));
+            ModelFile::Als(model) => {
+                checked(model.check())?;
+                loaded.als = Some(serde_json::to_string(&model).expect("models serialize"));
             }
         }
     }
-    Ok(segment_model)
+    Ok(loaded)
 }

@@ -79,7 +79,7 @@ pub fn replay(spec: ReplaySpec) -> Result<Replay, String> {
         output: Some(to_output),
         input_worker,
         stats: None,
-        segment_model: None,
+        models: Default::default(),
         refit: None,
     })?;
     let ingest = ingest_thread

@@ -242,7 +242,7 @@ fn refit_changes_only_users_whose_nearest_centroid_changed() {
     };
     let (old_model, _) = train("kmeans", &early, &[]);
     let old_file = temp_file(".json", &old_model.to_string());
-    let new_file = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
+    let refit_dir = tempfile::tempdir().unwrap();
     let run = run_engine(
         data.events.path(),
         &[
@@ -255,7 +255,7 @@ fn refit_changes_only_users_whose_nearest_centroid_changed() {
             "--refit-every",
             "50000",
             "--refit-out",
-            path(&new_file),
+            refit_dir.path().to_str().unwrap(),
         ],
     );
     let refit_at: u64 = run
@@ -266,8 +266,10 @@ fn refit_changes_only_users_whose_nearest_centroid_changed() {
         .expect("one refit")
         .parse()
         .unwrap();
-    let new_model: Value =
-        serde_json::from_str(&std::fs::read_to_string(new_file.path()).unwrap()).unwrap();
+    let new_model: Value = serde_json::from_str(
+        &std::fs::read_to_string(refit_dir.path().join("kmeans.json")).unwrap(),
+    )
+    .unwrap();
     let changes: String = run
         .stdout
         .lines()

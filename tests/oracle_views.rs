@@ -1921,6 +1921,7 @@ fn check_engine(input: &str, params: Params, flags: &[&str], granularity: Granul
     for (view, model) in [
         ("segments", &params.models.kmeans),
         ("propensity", &params.models.propensity),
+        ("als", &params.models.als),
     ] {
         if let Some(model) = model {
             views.push(view);
@@ -2518,16 +2519,17 @@ fn train(kind: &str, events: &str, catalog: &str, config: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(out.path()).unwrap()).unwrap()
 }
 
-/// Trained k-means and propensity models, applied by the engine and by the oracle to the
-/// features at every progress line, for 1 and 4 workers.
+/// Trained k-means, propensity and ALS models, applied by the engine and by the oracle to
+/// the features (and scores) at every progress line, for 1 and 4 workers.
 #[test]
-fn engine_segments_and_propensity_match_the_oracle_one_and_four_workers() {
+fn engine_model_views_match_the_oracle_one_and_four_workers() {
     let (input, catalog) = week_with_catalog();
     // A week of events: 2-day horizons leave room for a training and a held-out slice.
     let training = "[propensity]\nhorizon_days = 2\n";
     let mut params = Params::default().with_catalog(&catalog);
     params.models.kmeans = Some(train("kmeans", &input, &catalog, training));
     params.models.propensity = Some(train("propensity", &input, &catalog, training));
+    params.models.als = Some(train("als", &input, &catalog, training));
     for workers in ["1", "4"] {
         let state = check_engine(
             &input,
@@ -2544,6 +2546,75 @@ fn engine_segments_and_propensity_match_the_oracle_one_and_four_workers() {
             segments.len() >= 3,
             "users fall in few segments: {segments:?}"
         );
-        assert_views_have_rows(&state, &["propensity"]);
+        assert_views_have_rows(&state, &["propensity", "als"]);
     }
+}
+
+/// `--refit-every` with the `als` view: ALS is refitted inside the engine at fixed event
+/// counts. The output is the same for 1 and 4 workers, and the final `als` rows are the
+/// oracle's fold-in of the final scores into the last refitted model.
+#[test]
+fn als_refits_in_the_engine_are_deterministic_and_match_the_oracle() {
+    let (input, catalog) = week_with_catalog();
+    let input_file = temp_file(".jsonl", &input);
+    let catalog_file = temp_file(".jsonl", &catalog);
+    let mut outputs = Vec::new();
+    for workers in ["1", "4"] {
+        let refit_dir = tempfile::tempdir().unwrap();
+        let run = run_engine(
+            input_file.path(),
+            &[
+                "--catalog",
+                catalog_file.path().to_str().unwrap(),
+                "--views",
+                "scores,als",
+                "--refit-every",
+                "1500",
+                "--refit-out",
+                refit_dir.path().to_str().unwrap(),
+                "--workers",
+                workers,
+            ],
+        );
+        let refits = run
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("intentflow: refitted ALS at "))
+            .count();
+        assert_eq!(
+            refits, 2,
+            "4000 events, a refit every 1500:\n{}",
+            run.stderr
+        );
+        let model: Value = serde_json::from_str(
+            &std::fs::read_to_string(refit_dir.path().join("als.json")).unwrap(),
+        )
+        .unwrap();
+        let mut params = Params::default().with_catalog(&catalog);
+        params.models.als = Some(model);
+        let oracle = Oracle::new(&input, params);
+        let output = run.output();
+        let expected = oracle.state(&["als"], None);
+        let actual = output.only_views(&["als"]).final_state();
+        assert!(!expected.is_empty());
+        let mismatches = compare_states(&expected, &actual);
+        assert!(
+            mismatches.is_empty(),
+            "`{}`: final als rows differ from the oracle's: {:?}",
+            run.command,
+            mismatches.first()
+        );
+        let mut lines: Vec<String> = run
+            .stdout
+            .lines()
+            .filter(|l| l.contains("\"view\""))
+            .map(String::from)
+            .collect();
+        lines.sort();
+        outputs.push(lines);
+    }
+    assert!(
+        outputs[0] == outputs[1],
+        "1 and 4 workers print different changes"
+    );
 }

@@ -5,6 +5,7 @@
 //! [`ViewRow`]s this crate produces.
 
 pub mod affinity;
+pub mod als;
 pub mod features;
 pub mod model;
 pub mod models;
@@ -31,33 +32,37 @@ pub struct Inputs<'s> {
     pub catalog: VecCollection<'s, Time, CatalogItem>,
     /// The current k-means model as JSON (see [`segments::segments`]).
     pub segment_models: VecCollection<'s, Time, String>,
+    /// The current ALS model as JSON (see [`als::als`]).
+    pub als_models: VecCollection<'s, Time, String>,
 }
 
-/// Builds every view the caller asks for from the input collections, and returns their
-/// changes rendered as output rows (DESIGN.md §4), plus the `features` collection when a
-/// view needed it (the runtime snapshots it to refit models).
+/// What [`build_views`] gives the runtime.
+pub struct Built<'s> {
+    /// Every wanted view's changes, rendered as output rows (DESIGN.md §4).
+    pub rows: VecCollection<'s, Time, ViewRow>,
+    /// The `features` and `scores` collections when some view needed them: the runtime
+    /// snapshots them to refit models.
+    pub features: Option<features::UserFeatures<'s>>,
+    pub scores: Option<VecCollection<'s, Time, (scores::ScoreKey, model::Score)>>,
+}
+
+/// Builds every view the caller asks for from the input collections.
 ///
 /// Views feed each other (features read sessions and affinity, affinity reads scores), so a
 /// view is built when it or a view that reads it is wanted; only wanted ones are rendered.
-pub fn build_views<'s>(
-    inputs: Inputs<'s>,
-    params: &ViewParams,
-    wanted: &[ViewName],
-) -> (
-    VecCollection<'s, Time, ViewRow>,
-    Option<features::UserFeatures<'s>>,
-) {
+pub fn build_views<'s>(inputs: Inputs<'s>, params: &ViewParams, wanted: &[ViewName]) -> Built<'s> {
     let Inputs {
         events,
         catalog,
         segment_models,
+        als_models,
     } = inputs;
     let wants = |view: ViewName| wanted.contains(&view);
     let mut outputs = Vec::new();
     let need_models = wants(ViewName::Segments) || wants(ViewName::Propensity);
     let need_features = wants(ViewName::Features) || need_models;
     let need_affinity = wants(ViewName::Affinity) || need_features;
-    let need_scores = wants(ViewName::Scores) || need_affinity;
+    let need_scores = wants(ViewName::Scores) || wants(ViewName::Als) || need_affinity;
     let need_sessions = wants(ViewName::Sessions) || need_features;
 
     let sessions = need_sessions.then(|| sessions::sessions(events.clone(), params));
@@ -76,7 +81,14 @@ pub fn build_views<'s>(
                 .map(|((user, item), score)| render::score_row(&user, &item, score)),
         );
     }
+    if let Some(scores) = scores.as_ref().filter(|_| wants(ViewName::Als)) {
+        outputs.push(
+            als::als(scores.clone(), als_models, params.recs.als_candidates)
+                .map(|(user, candidates)| render::als_row(&user, &candidates)),
+        );
+    }
     let affinity = scores
+        .clone()
         .filter(|_| need_affinity)
         .map(|scores| affinity::affinity(scores, catalog));
     if let Some(affinity) = affinity.as_ref().filter(|_| wants(ViewName::Affinity)) {
@@ -128,8 +140,9 @@ pub fn build_views<'s>(
         );
     }
     let scope = events.scope();
-    (
-        differential_dataflow::collection::concatenate(scope, outputs),
+    Built {
+        rows: differential_dataflow::collection::concatenate(scope, outputs),
         features,
-    )
+        scores,
+    }
 }

@@ -9,6 +9,106 @@
 use crate::features::{FeatureSums, FeatureValue};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
+use std::hash::{Hash, Hasher};
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// A model collection holds one JSON text; views that apply it replicate it over this many
+/// keys and spread users over them, so scoring runs on every worker instead of on the one
+/// that would own a single model key.
+pub const MODEL_SHARDS: u64 = 256;
+
+/// A model as it travels through a dataflow: its JSON text behind an `Arc`, so replicating
+/// it over the shards copies a pointer, and a hash of the text, so ordering records and
+/// finding the parsed model do not compare texts of hundreds of kilobytes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SharedModel {
+    id: u64,
+    json: Arc<str>,
+}
+
+impl SharedModel {
+    pub fn new(json: &str) -> Self {
+        let mut hasher = std::hash::DefaultHasher::new();
+        json.hash(&mut hasher);
+        SharedModel {
+            id: hasher.finish(),
+            json: Arc::from(json),
+        }
+    }
+
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
+    /// The model replicated over every shard key.
+    pub fn replicated(self) -> impl Iterator<Item = (u64, SharedModel)> {
+        (0..MODEL_SHARDS).map(move |shard| (shard, self.clone()))
+    }
+}
+
+impl PartialEq for SharedModel {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for SharedModel {}
+
+impl PartialOrd for SharedModel {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SharedModel {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.id.cmp(&other.id).then_with(|| {
+            if Arc::ptr_eq(&self.json, &other.json) {
+                std::cmp::Ordering::Equal
+            } else {
+                self.json.cmp(&other.json)
+            }
+        })
+    }
+}
+
+impl Hash for SharedModel {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.id.hash(state);
+    }
+}
+
+/// Parsed models by [`SharedModel`] id, so a model is parsed once per worker, not per
+/// user. A refit briefly has two versions live (the old one's retraction and the new
+/// one's insertion), so a few are kept.
+pub struct ModelCache<M> {
+    models: Vec<(u64, Rc<M>)>,
+    parse: fn(&str) -> M,
+}
+
+impl<M> ModelCache<M> {
+    const KEEP: usize = 4;
+
+    pub fn new(parse: fn(&str) -> M) -> Self {
+        ModelCache {
+            models: Vec::new(),
+            parse,
+        }
+    }
+
+    pub fn get(&mut self, model: &SharedModel) -> Rc<M> {
+        if let Some((_, parsed)) = self.models.iter().find(|(id, _)| *id == model.id) {
+            return Rc::clone(parsed);
+        }
+        let parsed = Rc::new((self.parse)(model.json()));
+        if self.models.len() == Self::KEEP {
+            self.models.remove(0);
+        }
+        self.models.push((model.id, Rc::clone(&parsed)));
+        parsed
+    }
+}
 
 /// One model file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -206,6 +306,23 @@ pub struct AlsModel {
     pub items: Vec<ItemFactors>,
     #[serde(default)]
     pub trained: serde_json::Map<String, serde_json::Value>,
+}
+
+impl AlsModel {
+    pub fn check(&self) -> Result<(), String> {
+        if self.factors == 0 {
+            return Err("the model has 0 factors".into());
+        }
+        match self.items.iter().find(|i| i.factors.len() != self.factors) {
+            Some(item) => Err(format!(
+                "item {:?} has {} factors; the model has {}",
+                item.item,
+                item.factors.len(),
+                self.factors
+            )),
+            None => Ok(()),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

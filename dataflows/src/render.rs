@@ -2,6 +2,7 @@
 //! names. Rendering happens on the worker that owns the key, so the single output worker
 //! only consolidates and prints.
 
+use crate::als::Candidates;
 use crate::features::{FeatureSums, FeatureValue};
 use crate::model::{Category, ItemId, Score, ScrollDepth, UserId};
 use crate::propensity::Propensity;
@@ -20,16 +21,18 @@ pub enum ViewName {
     Features,
     Segments,
     Propensity,
+    Als,
 }
 
 impl ViewName {
-    pub const ALL: [ViewName; 6] = [
+    pub const ALL: [ViewName; 7] = [
         ViewName::Sessions,
         ViewName::Scores,
         ViewName::Affinity,
         ViewName::Features,
         ViewName::Segments,
         ViewName::Propensity,
+        ViewName::Als,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -40,6 +43,7 @@ impl ViewName {
             ViewName::Features => "features",
             ViewName::Segments => "segments",
             ViewName::Propensity => "propensity",
+            ViewName::Als => "als",
         }
     }
 }
@@ -241,6 +245,40 @@ pub fn propensity_row(user: &UserId, scores: &Propensity) -> ViewRow {
         value: to_json(&Value {
             conversion: probability(scores.conversion),
             churn: probability(scores.churn),
+        }),
+    }
+}
+
+/// A list of `{item, score}` entries, scores in ten-thousandths.
+fn scored_items(items: &[(ItemId, i64)]) -> Vec<ScoredItem<'_>> {
+    items
+        .iter()
+        .map(|(item, units)| ScoredItem {
+            item,
+            score: Fixed {
+                units: *units,
+                scale: 10_000,
+            },
+        })
+        .collect()
+}
+
+#[derive(Serialize)]
+struct ScoredItem<'a> {
+    item: &'a ItemId,
+    score: Fixed,
+}
+
+pub fn als_row(user: &UserId, candidates: &Candidates) -> ViewRow {
+    #[derive(Serialize)]
+    struct Value<'a> {
+        items: Vec<ScoredItem<'a>>,
+    }
+    ViewRow {
+        view: ViewName::Als,
+        key: to_json(&UserKey { user }),
+        value: to_json(&Value {
+            items: scored_items(candidates),
         }),
     }
 }

@@ -9,7 +9,7 @@
 use crate::Time;
 use crate::features::{FeatureValue, UserFeatures};
 use crate::model::{CatalogItem, ItemId, ItemKind, UserId};
-use crate::models::SegmentModel;
+use crate::models::{MODEL_SHARDS, ModelCache, SegmentModel, SharedModel};
 use compact_str::CompactString;
 use differential_dataflow::VecCollection;
 use differential_dataflow::hashable::Hashable;
@@ -17,12 +17,7 @@ use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::rc::Rc;
 use std::str::FromStr;
-
-/// The model is replicated over this many keys, and users are spread over them, so scoring
-/// runs on every worker instead of on the one that would own a single model key.
-const MODEL_SHARDS: u64 = 256;
 
 /// A user's segment: its stable id and readable name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -227,13 +222,14 @@ pub fn segments<'s>(
 ) -> VecCollection<'s, Time, (UserId, SegmentAssignment)> {
     let params = params.clone();
     let recency_days = recency_days.to_vec();
-    let replicated =
-        models.flat_map(|json| (0..MODEL_SHARDS).map(move |shard| (shard, json.clone())));
-    let mut parsed = ModelCache::default();
+    let replicated = models.flat_map(|json| SharedModel::new(&json).replicated());
+    // The runtime validated the model before inserting it; a text that does not parse cannot
+    // come from it, and scoring against no segments is the safe reading.
+    let mut parsed = ModelCache::new(|json| serde_json::from_str(json).unwrap_or_default());
     features
         .map(|(user, sums)| (user.hashed() % MODEL_SHARDS, (user, sums)))
-        .join_map(replicated, move |_shard, (user, sums), json| {
-            let model = parsed.get(json);
+        .join_map(replicated, move |_shard, (user, sums), model| {
+            let model = parsed.get(model);
             let assignment = params.assign(&sums.values(&recency_days), &model);
             (user.clone(), assignment)
         })
@@ -254,31 +250,6 @@ pub fn segment_candidates<'s>(
             .map(|(segment, _)| (CompactString::new(segment), entry.item.clone()))
             .collect::<Vec<_>>()
     })
-}
-
-/// Parsed models by their JSON text. A refit briefly has two versions live (the old one's
-/// retraction and the new one's insertion), so a few are kept.
-#[derive(Default)]
-struct ModelCache {
-    models: Vec<(String, Rc<SegmentModel>)>,
-}
-
-impl ModelCache {
-    const KEEP: usize = 4;
-
-    fn get(&mut self, json: &str) -> Rc<SegmentModel> {
-        if let Some((_, model)) = self.models.iter().find(|(text, _)| text == json) {
-            return Rc::clone(model);
-        }
-        // The runtime validated the model before inserting it; a text that does not parse
-        // cannot come from it, and scoring against no segments is the safe reading.
-        let model = Rc::new(serde_json::from_str(json).unwrap_or_default());
-        if self.models.len() == Self::KEEP {
-            self.models.remove(0);
-        }
-        self.models.push((json.to_string(), Rc::clone(&model)));
-        model
-    }
 }
 
 #[cfg(test)]

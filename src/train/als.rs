@@ -4,12 +4,14 @@
 //! No well-kept Rust crate implements implicit ALS, so the alternation is written here; the
 //! per-row ridge solves use linfa-linalg's Cholesky. Cost per sweep: O(nnz * f^2 + (U + I) * f^3).
 
-use linfa_linalg::cholesky::SolveCInplace;
+use intentflow_dataflows::als::solve_row;
+use intentflow_dataflows::models::{AlsModel, ItemFactors};
 use ndarray::{Array1, Array2, Axis};
 use rand_xoshiro::Xoshiro256Plus;
 use rand_xoshiro::rand_core::{RngCore, SeedableRng};
 use std::collections::BTreeMap;
 
+#[derive(Clone, Debug, PartialEq)]
 pub struct AlsSpec {
     pub factors: usize,
     pub lambda: f64,
@@ -38,8 +40,13 @@ pub struct AlsFit {
     pub item_factors: Array2<f64>,
 }
 
-/// `(user, item) -> score`, positive scores only.
-pub fn fit(scores: &BTreeMap<(String, String), f64>, spec: &AlsSpec) -> AlsFit {
+/// `(user, item) -> score`, positive scores only. With a `previous` model, items it knows
+/// start from their old factors (a refit then moves them rather than starting over).
+pub fn fit(
+    scores: &BTreeMap<(String, String), f64>,
+    spec: &AlsSpec,
+    previous: Option<&AlsModel>,
+) -> AlsFit {
     let index = |names: Vec<&String>| -> (Vec<String>, BTreeMap<String, usize>) {
         let mut names: Vec<String> = names.into_iter().cloned().collect();
         names.sort();
@@ -74,6 +81,15 @@ pub fn fit(scores: &BTreeMap<(String, String), f64>, spec: &AlsSpec) -> AlsFit {
     };
     let mut user_factors = random(users.len());
     let mut item_factors = random(items.len());
+    if let Some(previous) = previous.filter(|model| model.factors == spec.factors) {
+        for entry in &previous.items {
+            if let Some(&i) = item_at.get(&entry.item) {
+                for (p, value) in entry.factors.iter().enumerate() {
+                    item_factors[[i, p]] = *value;
+                }
+            }
+        }
+    }
     for _ in 0..spec.iterations {
         user_factors = sweep(&item_factors, &by_user, spec);
         item_factors = sweep(&user_factors, &by_item, spec);
@@ -86,28 +102,17 @@ pub fn fit(scores: &BTreeMap<(String, String), f64>, spec: &AlsSpec) -> AlsFit {
     }
 }
 
-/// Solves every row's ridge regression against the fixed `other` factors.
+/// Solves every row's ridge regression against the fixed `other` factors; a row whose
+/// system cannot be solved stays zero.
 fn sweep(other: &Array2<f64>, rows: &[Vec<(usize, f64)>], spec: &AlsSpec) -> Array2<f64> {
-    let f = spec.factors;
     let gram = other.t().dot(other);
-    let mut out = Array2::zeros((rows.len(), f));
+    let mut out = Array2::zeros((rows.len(), spec.factors));
     for (r, entries) in rows.iter().enumerate() {
-        let mut a = gram.clone();
-        let mut b = Array2::<f64>::zeros((f, 1));
-        for &(j, confidence) in entries {
-            let y = other.row(j);
-            for p in 0..f {
-                b[[p, 0]] += confidence * y[p];
-                for q in 0..f {
-                    a[[p, q]] += (confidence - 1.0) * y[p] * y[q];
-                }
-            }
-        }
-        for p in 0..f {
-            a[[p, p]] += spec.lambda;
-        }
-        if a.solvec_inplace(&mut b).is_ok() {
-            out.row_mut(r).assign(&b.column(0));
+        let observed = entries
+            .iter()
+            .map(|&(j, confidence)| (other.row(j), confidence));
+        if let Some(solution) = solve_row(&gram, observed, spec.lambda) {
+            out.row_mut(r).assign(&solution);
         }
     }
     out
@@ -123,7 +128,27 @@ impl AlsFit {
         ranked
     }
 
-    pub fn factors_of_item(&self, item: usize) -> Vec<f64> {
-        self.item_factors.index_axis(Axis(0), item).to_vec()
+    /// The model file: item factors plus what folding users in needs.
+    pub fn model(
+        &self,
+        spec: &AlsSpec,
+        trained: serde_json::Map<String, serde_json::Value>,
+    ) -> AlsModel {
+        let items = self
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| ItemFactors {
+                item: item.clone(),
+                factors: self.item_factors.index_axis(Axis(0), i).to_vec(),
+            })
+            .collect();
+        AlsModel {
+            factors: spec.factors,
+            lambda: spec.lambda,
+            alpha: spec.alpha,
+            items,
+            trained,
+        }
     }
 }

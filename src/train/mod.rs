@@ -229,8 +229,27 @@ fn train_als(args: &TrainArgs, config: &Config) -> Result<ModelFile, String> {
             )
         })
         .collect();
-    let spec = als::AlsSpec::default();
-    let fit = als::fit(&scores, &spec);
+    let previous = match &args.previous {
+        Some(path) => match model_files::read(path)? {
+            ModelFile::Als(model) => Some(model),
+            other => {
+                return Err(format!(
+                    "--previous {}: a {} model, not ALS",
+                    path.display(),
+                    other.kind()
+                ));
+            }
+        },
+        None => None,
+    };
+    let spec = &config.train.als;
+    let fit = als::fit(&scores, spec, previous.as_ref());
+    if fit.items.is_empty() {
+        return Err(format!(
+            "no positive score before the cutoff {cutoff} (the last event minus [propensity] \
+             horizon_days); give more events or a shorter horizon"
+        ));
+    }
     // Held out: what each known user bought after the cutoff.
     let mut bought: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for event in &events {
@@ -279,17 +298,5 @@ fn train_als(args: &TrainArgs, config: &Config) -> Result<ModelFile, String> {
         "most_popular_hit_rate_at_10".into(),
         serde_json::json!(rate(popular_hits)),
     );
-    let items = (0..fit.items.len())
-        .map(|i| intentflow_dataflows::models::ItemFactors {
-            item: fit.items[i].clone(),
-            factors: fit.factors_of_item(i),
-        })
-        .collect();
-    Ok(ModelFile::Als(intentflow_dataflows::models::AlsModel {
-        factors: spec.factors,
-        lambda: spec.lambda,
-        alpha: spec.alpha,
-        items,
-        trained,
-    }))
+    Ok(ModelFile::Als(fit.model(spec, trained)))
 }

@@ -797,6 +797,7 @@ pub const VIEW_NAMES: &[&str] = &[
     "features",
     "segments",
     "propensity",
+    "als",
 ];
 
 /// `t <= now < t + span`: an event with effective time `t` is in a window of `span` ms at
@@ -1171,6 +1172,9 @@ pub fn views_at(
     }
     if let Some(model) = &params.models.propensity {
         views.insert("propensity", models::propensity_rows(model, &features));
+    }
+    if let Some(model) = &params.models.als {
+        views.insert("als", models::als_rows(model, &scores));
     }
     views.insert("features", features);
     views

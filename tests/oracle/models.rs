@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 pub struct Models {
     pub kmeans: Option<Value>,
     pub propensity: Option<Value>,
+    pub als: Option<Value>,
 }
 
 fn input(model: &Value, features: &Value) -> Vec<f64> {
@@ -107,4 +108,116 @@ pub fn propensity_rows(model: &Value, features: &Rows) -> Rows {
             )
         })
         .collect()
+}
+
+/// Items per user in the `als` view (`[recs] als_candidates`, default).
+pub const ALS_CANDIDATES: usize = 20;
+
+/// Solves `a x = b` by Gaussian elimination with partial pivoting.
+fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
+    let n = b.len();
+    for col in 0..n {
+        let pivot = (col..n)
+            .max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))
+            .unwrap();
+        a.swap(col, pivot);
+        b.swap(col, pivot);
+        let pivot_row = a[col].clone();
+        for row in col + 1..n {
+            let factor = a[row][col] / pivot_row[col];
+            for (k, value) in a[row].iter_mut().enumerate().skip(col) {
+                *value -= factor * pivot_row[k];
+            }
+            b[row] -= factor * b[col];
+        }
+    }
+    let mut x = vec![0.0; n];
+    for row in (0..n).rev() {
+        let rest: f64 = (row + 1..n).map(|k| a[row][k] * x[k]).sum();
+        x[row] = (b[row] - rest) / a[row][row];
+    }
+    x
+}
+
+/// `als` rows from the oracle's scores (`(user, item) -> score in thousandths`).
+pub fn als_rows(model: &Value, scores: &std::collections::BTreeMap<(String, String), i64>) -> Rows {
+    let f = model["factors"].as_u64().unwrap() as usize;
+    let lambda = model["lambda"].as_f64().unwrap();
+    let alpha = model["alpha"].as_f64().unwrap();
+    let items: Vec<(String, Vec<f64>)> = model["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| {
+            let factors = entry["factors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            (entry["item"].as_str().unwrap().to_string(), factors)
+        })
+        .collect();
+    let mut gram = vec![vec![0.0; f]; f];
+    for (_, y) in &items {
+        for p in 0..f {
+            for q in 0..f {
+                gram[p][q] += y[p] * y[q];
+            }
+        }
+    }
+    let mut by_user: std::collections::BTreeMap<&str, Vec<(&str, i64)>> = Default::default();
+    for ((user, item), milli) in scores {
+        if *milli > 0 {
+            by_user.entry(user).or_default().push((item, *milli));
+        }
+    }
+    let mut rows = Rows::new();
+    for (user, scored) in by_user {
+        let mut a = gram.clone();
+        let mut b = vec![0.0; f];
+        let mut known = false;
+        for (item, milli) in scored {
+            let Some((_, y)) = items.iter().find(|(name, _)| name == item) else {
+                continue;
+            };
+            known = true;
+            let c = 1.0 + alpha * (milli as f64 / 1000.0);
+            for p in 0..f {
+                b[p] += c * y[p];
+                for q in 0..f {
+                    a[p][q] += (c - 1.0) * y[p] * y[q];
+                }
+            }
+        }
+        if !known {
+            continue;
+        }
+        for (p, row) in a.iter_mut().enumerate() {
+            row[p] += lambda;
+        }
+        let x = solve(a, b);
+        let mut ranked: Vec<(i64, &str)> = items
+            .iter()
+            .map(|(name, y)| {
+                let p: f64 = x.iter().zip(y).map(|(a, b)| a * b).sum();
+                ((p * 10_000.0).round() as i64, name.as_str())
+            })
+            .collect();
+        ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+        ranked.truncate(ALS_CANDIDATES);
+        let list: Vec<Value> = ranked
+            .into_iter()
+            .map(|(units, item)| {
+                let score = if units % 10_000 == 0 {
+                    json!(units / 10_000)
+                } else {
+                    json!(units as f64 / 10_000.0)
+                };
+                json!({"item": item, "score": score})
+            })
+            .collect();
+        rows.push((json!({ "user": user }), json!({ "items": list })));
+    }
+    rows
 }
