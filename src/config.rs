@@ -1,6 +1,7 @@
 //! The config file (DESIGN.md §2): TOML, every key optional, defaults = the seed's numbers.
 //! An unknown key or a bad value is an error that names it.
 
+use compact_str::CompactString;
 use intentflow_dataflows::features::FeatureSums;
 use intentflow_dataflows::model::{EventKind, ItemKind, Score, ScrollDepth};
 use intentflow_dataflows::params::DAY_MS;
@@ -8,7 +9,9 @@ use intentflow_dataflows::params::{
     BoostWindow, EngagementParams, FeedbackParams, SessionParams, TypeSet, ViewParams, Weights,
     WindowParams,
 };
+use intentflow_dataflows::recs::Source;
 use intentflow_dataflows::segments::{Conditions, ContentRule, RuleSegment, SegmentParams};
+use intentflow_dataflows::sequences::SequenceParams;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -116,10 +119,36 @@ lambda = 0.1
 alpha = 2.0
 iterations = 12
 
+[sequences]
+# Page steps are page_view events' page types, and "purchase" for purchases; item steps
+# are events' items (repeats in a row collapsed). next lists the next_k most likely next
+# steps from each position; paths are the last path_length page steps up to each
+# purchase; funnel counts the sessions that pass these steps in order.
+next_k = 5
+path_length = 4
+funnel = ["home", "category", "product", "cart", "purchase"]
+
+[similar]
+# Item-to-item collaborative filtering: each user's recent_items highest-scored items
+# take part (cost per user grows with its square); a pair counts once min_users users
+# share it; each item keeps k neighbours.
+recent_items = 20
+k = 10
+min_users = 2
+# Recomputed once per this much event time, from the top items at the period's start.
+refresh_ms = 60000
+
 [recs]
-# Items per user in the recs view, and ALS candidates per user in the als view.
+# Items per user in the recs view, ALS candidates per user in the als view, and items per
+# segment in the segment and popular sources.
 k = 10
 als_candidates = 20
+popular_items = 20
+# Segment popularity is recomputed once per this much event time (1 hour).
+popular_refresh_ms = 3600000
+# Blend: score = sum over sources of weight * value (each value 0..1); the source that
+# contributes most is the item's reason.
+weights = { similar = 1.0, next = 0.5, als = 1.0, segment = 0.3, popular = 0.1 }
 "#;
 
 /// A loaded config: the views' parameters and the training commands' ones.
@@ -167,6 +196,25 @@ struct ConfigFile {
     propensity: PropensityTable,
     als: AlsTable,
     recs: RecsTable,
+    sequences: SequencesTable,
+    similar: SimilarTable,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct SimilarTable {
+    recent_items: Option<usize>,
+    k: Option<usize>,
+    min_users: Option<usize>,
+    refresh_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct SequencesTable {
+    next_k: Option<usize>,
+    path_length: Option<usize>,
+    funnel: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -183,6 +231,19 @@ struct AlsTable {
 struct RecsTable {
     k: Option<usize>,
     als_candidates: Option<usize>,
+    popular_items: Option<usize>,
+    popular_refresh_ms: Option<u64>,
+    weights: RecsWeights,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RecsWeights {
+    similar: Option<f64>,
+    next: Option<f64>,
+    als: Option<f64>,
+    segment: Option<f64>,
+    popular: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -325,16 +386,79 @@ pub fn parse(text: &str) -> Result<Config, String> {
         train.horizon_ms = positive("propensity.horizon_days", days)? * DAY_MS;
     }
     apply_als(&file.als, &mut train.als)?;
+    apply_sequences(&file.sequences, &mut params.sequences)?;
+    if let Some(count) = file.similar.recent_items {
+        params.similar.recent_items = positive("similar.recent_items", count as u64)? as usize;
+    }
+    if let Some(k) = file.similar.k {
+        params.similar.k = positive("similar.k", k as u64)? as usize;
+    }
+    if let Some(every) = file.similar.refresh_ms {
+        params.similar.refresh_ms = positive("similar.refresh_ms", every)?;
+    }
+    if let Some(users) = file.similar.min_users {
+        params.similar.min_users = positive("similar.min_users", users as u64)? as usize;
+    }
     if let Some(k) = file.recs.k {
         params.recs.k = positive("recs.k", k as u64)? as usize;
     }
     if let Some(count) = file.recs.als_candidates {
         params.recs.als_candidates = positive("recs.als_candidates", count as u64)? as usize;
     }
+    if let Some(count) = file.recs.popular_items {
+        params.recs.popular_items = positive("recs.popular_items", count as u64)? as usize;
+    }
+    if let Some(every) = file.recs.popular_refresh_ms {
+        params.recs.popular_refresh_ms = positive("recs.popular_refresh_ms", every)?;
+    }
+    let weights = &file.recs.weights;
+    for (source, weight) in [
+        (Source::Similar, weights.similar),
+        (Source::Next, weights.next),
+        (Source::Als, weights.als),
+        (Source::Segment, weights.segment),
+        (Source::Popular, weights.popular),
+    ] {
+        if let Some(weight) = weight {
+            let key = format!("recs.weights.{}", source.as_str());
+            if !(weight.is_finite() && (0.0..=1000.0).contains(&weight)) {
+                return Err(format!(
+                    "{key} must be a number from 0 to 1000, not {weight}"
+                ));
+            }
+            params.recs.weights[source as usize] = (weight * 1000.0).round() as i64;
+        }
+    }
     Ok(Config {
         views: params,
         train,
     })
+}
+
+fn apply_sequences(table: &SequencesTable, params: &mut SequenceParams) -> Result<(), String> {
+    if let Some(k) = table.next_k {
+        params.next_k = positive("sequences.next_k", k as u64)? as usize;
+    }
+    if let Some(length) = table.path_length {
+        params.path_length = positive("sequences.path_length", length as u64)? as usize;
+    }
+    if let Some(funnel) = &table.funnel {
+        if funnel.is_empty() || funnel.iter().any(|step| step.is_empty()) {
+            return Err("sequences.funnel must list at least one step, none empty".into());
+        }
+        if let Some(repeated) = funnel
+            .iter()
+            .enumerate()
+            .find_map(|(i, step)| funnel[..i].contains(step).then_some(step))
+        {
+            // Each step is a row keyed by its name.
+            return Err(format!(
+                "sequences.funnel lists the step {repeated:?} twice"
+            ));
+        }
+        params.funnel = funnel.iter().map(|step| CompactString::new(step)).collect();
+    }
+    Ok(())
 }
 
 fn apply_als(table: &AlsTable, spec: &mut crate::train::als::AlsSpec) -> Result<(), String> {
@@ -646,6 +770,31 @@ mod tests {
         );
         let error = parse("[propensity]\nhorizon_days = 0\n").unwrap_err();
         assert!(error.contains("propensity.horizon_days"), "{error}");
+    }
+
+    #[test]
+    fn sequence_and_model_tables_name_their_keys() {
+        let config = parse(
+            "[sequences]\nnext_k = 2\npath_length = 3\nfunnel = [\"product\", \"purchase\"]\n\
+             [als]\nfactors = 8\n[recs]\nals_candidates = 7\n",
+        )
+        .unwrap();
+        assert_eq!(config.views.sequences.next_k, 2);
+        assert_eq!(config.views.sequences.path_length, 3);
+        assert_eq!(config.views.sequences.funnel, ["product", "purchase"]);
+        assert_eq!(config.train.als.factors, 8);
+        assert_eq!(config.views.recs.als_candidates, 7);
+        for (text, key) in [
+            ("[sequences]\nnext_k = 0\n", "sequences.next_k"),
+            ("[sequences]\nfunnel = []\n", "sequences.funnel"),
+            ("[sequences]\nfunnel = [\"a\", \"a\"]\n", "sequences.funnel"),
+            ("[sequences]\nsteps = 3\n", "steps"),
+            ("[als]\nlambda = -1.0\n", "als.lambda"),
+            ("[recs]\nk = 0\n", "recs.k"),
+        ] {
+            let error = parse(text).unwrap_err();
+            assert!(error.contains(key), "{text}: {error}");
+        }
     }
 
     #[test]

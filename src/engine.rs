@@ -16,7 +16,7 @@ use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::input::InputSession;
 use intentflow_dataflows::model::{CatalogItem, Event, Millis};
 use intentflow_dataflows::params::ViewParams;
-use intentflow_dataflows::{Built, Inputs, Time, ViewName, ViewRow, build_views};
+use intentflow_dataflows::{Available, Built, Inputs, Time, ViewName, ViewRow, build_views};
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -63,6 +63,10 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
     // Every worker must build the same dataflow, so what to gather for refits is decided
     // here, before the input worker takes the options.
     let (refit_kmeans, refit_als) = refit.as_ref().map_or((false, false), |r| (r.kmeans, r.als));
+    let available = Available {
+        segments: models.kmeans.is_some() || refit_kmeans || !params.segments.rules.is_empty(),
+        als: models.als.is_some() || refit_als,
+    };
     let refit = Arc::new(Mutex::new(refit));
     let input = Arc::new(Mutex::new(input));
     let output = Arc::new(Mutex::new(output));
@@ -100,6 +104,7 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
                 catalog: catalog_in.to_collection(scope),
                 segment_models: kmeans_in.to_collection(scope),
                 als_models: als_in.to_collection(scope),
+                available,
             };
             let learned = Rc::clone(&horizon);
             horizon_in.to_collection(scope).inner.broadcast().sink(

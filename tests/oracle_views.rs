@@ -1,5 +1,5 @@
-//! The views `sessions`, `scores`, `affinity` and `features` against the batch oracle
-//! (DESIGN.md §8, semantics briefs for issues 2 and 3).
+//! The views `sessions`, `scores`, `affinity` and `features` (and the model and sequence
+//! views) against the batch oracle (DESIGN.md §8, semantics briefs for issues 2–5).
 //!
 //! - `oracle_*`: the oracle and the checking machinery on hand-made inputs with
 //!   hand-computed expectations (no binary needed: `cargo test --test oracle_views oracle_`);
@@ -1902,11 +1902,33 @@ fn generated_with_catalog(args: &[&str]) -> (String, String) {
     (generated.0.clone(), generated.1.clone())
 }
 
-/// Runs the engine on `input` (`--views sessions,scores,affinity,features`, the config
-/// and catalog of `params` as `--config FILE` and `--catalog FILE`, and `flags`), checks
-/// the output protocol, and checks it against the oracle with `params` at every checkpoint
-/// of `granularity`. Returns the final state.
+/// Runs the engine on `input` (`--views sessions,scores,affinity,features`, plus the view
+/// of each model in `params`, the config and catalog of `params` as `--config FILE` and
+/// `--catalog FILE`, and `flags`), checks the output protocol, and checks it against the
+/// oracle with `params` at every checkpoint of `granularity`. Returns the final state.
 fn check_engine(input: &str, params: Params, flags: &[&str], granularity: Granularity) -> State {
+    let mut views: Vec<&str> = VIEWS.to_vec();
+    for (view, model) in [
+        ("segments", &params.models.kmeans),
+        ("propensity", &params.models.propensity),
+        ("als", &params.models.als),
+    ] {
+        if model.is_some() {
+            views.push(view);
+        }
+    }
+    check_engine_views(input, params, &views, flags, granularity)
+}
+
+/// `check_engine` with the views the caller picks (`--views`); the models of `params`
+/// are loaded (`--model`) whatever the views.
+fn check_engine_views(
+    input: &str,
+    params: Params,
+    views: &[&str],
+    flags: &[&str],
+    granularity: Granularity,
+) -> State {
     let config_file = params
         .config_text
         .as_ref()
@@ -1916,18 +1938,15 @@ fn check_engine(input: &str, params: Params, flags: &[&str], granularity: Granul
         .text
         .as_ref()
         .map(|text| temp_file(".jsonl", text));
-    let mut views: Vec<&str> = VIEWS.to_vec();
-    let mut model_files = Vec::new();
-    for (view, model) in [
-        ("segments", &params.models.kmeans),
-        ("propensity", &params.models.propensity),
-        ("als", &params.models.als),
-    ] {
-        if let Some(model) = model {
-            views.push(view);
-            model_files.push(temp_file(".json", &model.to_string()));
-        }
-    }
+    let model_files: Vec<_> = [
+        &params.models.kmeans,
+        &params.models.propensity,
+        &params.models.als,
+    ]
+    .into_iter()
+    .flatten()
+    .map(|model| temp_file(".json", &model.to_string()))
+    .collect();
     let oracle = Oracle::new(input, params);
     assert!(
         oracle.rejected.is_empty(),
@@ -1954,21 +1973,24 @@ fn check_engine(input: &str, params: Params, flags: &[&str], granularity: Granul
         .unwrap_or_else(|e| panic!("`{}`: {e}", run.command));
     let started = std::time::Instant::now();
     oracle
-        .check(&output, &views, granularity)
+        .check(&output, views, granularity)
         .unwrap_or_else(|e| panic!("`{}`:\n{e}", run.command));
     let final_state = output.final_state();
-    let rows = |view: &str| final_state.keys().filter(|(v, _)| v == view).count();
+    let rows: Vec<String> = views
+        .iter()
+        .map(|view| {
+            let n = final_state.keys().filter(|(v, _)| v == view).count();
+            format!("{n} {view}")
+        })
+        .collect();
     eprintln!(
-        "`{}`: {} events ({} late), {} changes, {} progress lines, rows at the end: {} sessions, {} scores, {} affinity, {} features; engine {:.1?}, oracle check {:.1?}",
+        "`{}`: {} events ({} late), {} changes, {} progress lines, rows at the end: {}; engine {:.1?}, oracle check {:.1?}",
         run.command,
         oracle.events.len(),
         oracle.late_events(),
         output.change_count(),
         output.progress_count(),
-        rows("sessions"),
-        rows("scores"),
-        rows("affinity"),
-        rows("features"),
+        rows.join(", "),
         run.elapsed,
         started.elapsed(),
     );
@@ -2617,4 +2639,685 @@ fn als_refits_in_the_engine_are_deterministic_and_match_the_oracle() {
         outputs[0] == outputs[1],
         "1 and 4 workers print different changes"
     );
+}
+
+// --- issue 5: sequences -----------------------------------------------------------------
+
+const SEQUENCE_VIEWS: [&str; 4] = ["transitions", "next", "paths", "funnel"];
+
+/// A page view of page type `page`.
+fn page(user: &str, page: &str, ts: i64) -> Value {
+    with(event(user, "page_view", ts), "page", json!(page))
+}
+
+/// The event belongs to client session `id`.
+fn in_session(e: Value, id: &str) -> Value {
+    with(e, "session", json!(id))
+}
+
+fn transition_row(
+    kind: &str,
+    from: &str,
+    to: &str,
+    count: u64,
+    p: f64,
+) -> (&'static str, Value, Value) {
+    (
+        "transitions",
+        json!({"kind": kind, "from": from, "to": to}),
+        json!({"count": count, "p": p}),
+    )
+}
+
+fn next_row(kind: &str, from: &str, next: &[(&str, f64)]) -> (&'static str, Value, Value) {
+    let list: Vec<Value> = next
+        .iter()
+        .map(|(to, p)| json!({"to": to, "p": p}))
+        .collect();
+    (
+        "next",
+        json!({"kind": kind, "from": from}),
+        json!({ "next": list }),
+    )
+}
+
+fn path_row(path: &[&str], count: u64) -> (&'static str, Value, Value) {
+    ("paths", json!({ "path": path }), json!({ "count": count }))
+}
+
+fn funnel_row(step: &str, position: u64, reached: u64, rate: f64) -> (&'static str, Value, Value) {
+    (
+        "funnel",
+        json!({ "step": step }),
+        json!({"position": position, "reached": reached, "rate": rate}),
+    )
+}
+
+/// Rows of views that repeat the `transitions` rows of one (kind, from): the `next` row
+/// with every successor (fewer than `next_k`).
+fn transitions_and_next(
+    kind: &str,
+    from: &str,
+    counts: &[(&str, u64, f64)],
+) -> Vec<(&'static str, Value, Value)> {
+    let mut rows: Vec<_> = counts
+        .iter()
+        .map(|(to, n, p)| transition_row(kind, from, to, *n, *p))
+        .collect();
+    let next: Vec<(&str, f64)> = counts.iter().map(|(to, _, p)| (*to, *p)).collect();
+    rows.push(next_row(kind, from, &next));
+    rows
+}
+
+/// The four sequence views at `now` are exactly `expected` (every field of every row).
+fn assert_sequences_at(oracle: &Oracle, now: i64, expected: State, context: &str) {
+    let actual = oracle.state_at(&SEQUENCE_VIEWS, now);
+    assert_states_match(&expected, &actual, context);
+    // `assert_states_match` looks only at the expected fields: no field more either
+    for (row, (value, _)) in &actual {
+        assert_eq!(
+            value.as_object().unwrap().len(),
+            expected[row].0.as_object().unwrap().len(),
+            "{context}: {row:?} has other fields: {value}"
+        );
+    }
+}
+
+/// Page steps only from page views with a non-empty `page` and from purchases, whatever
+/// `page` other types carry; items from any type, consecutive repeats collapsed; a session
+/// without page steps counts in the funnel's first rate.
+fn page_and_item_steps_case() -> Case {
+    let s1 = |e: Value| in_session(e, "s1");
+    Case::new(&[
+        s1(page("u1", "home", T0)),
+        // not a page view: no page step, but an item step
+        s1(on_item(
+            with(event("u1", "click", T0 + SECOND), "page", json!("category")),
+            "p1",
+        )),
+        s1(on_item(page("u1", "category", T0 + 2 * SECOND), "p1")),
+        // a page view without `page`, and with an empty one: no page step
+        s1(on_item(event("u1", "page_view", T0 + 3 * SECOND), "p2")),
+        s1(on_item(page("u1", "", T0 + 4 * SECOND), "p2")),
+        s1(on_item(page("u1", "product", T0 + 5 * SECOND), "p1")),
+        s1(on_item(
+            with(
+                event("u1", "add_to_cart", T0 + 6 * SECOND),
+                "page",
+                json!("cart"),
+            ),
+            "p1",
+        )),
+        // a purchase is the step "purchase", whatever its `page`
+        s1(on_item(
+            with(
+                event("u1", "purchase", T0 + 7 * SECOND),
+                "page",
+                json!("checkout"),
+            ),
+            "p1",
+        )),
+        s1(page("u1", "home", T0 + 8 * SECOND)),
+        in_session(page("u2", "home", T0), "s2"),
+        in_session(page("u2", "home", T0 + SECOND), "s2"),
+        in_session(page("u2", "product", T0 + 2 * SECOND), "s2"),
+        on_item(event("u3", "click", T0 + 5 * SECOND), "p9"),
+    ])
+}
+
+#[test]
+fn oracle_sequences_page_steps_item_collapse_and_funnel_rates() {
+    let oracle = page_and_item_steps_case().oracle();
+    // pages: u1 home category product purchase home; u2 home home product; u3 none.
+    // items: u1 p1 p1 p2 p2 p1 p1 p1 → p1 p2 p1; u2 none; u3 p9.
+    let third = 0.3333;
+    let mut rows = Vec::new();
+    rows.extend(transitions_and_next(
+        "page",
+        "home",
+        &[
+            ("category", 1, third),
+            ("home", 1, third),
+            ("product", 1, third),
+        ],
+    ));
+    rows.extend(transitions_and_next(
+        "page",
+        "category",
+        &[("product", 1, 1.0)],
+    ));
+    rows.extend(transitions_and_next(
+        "page",
+        "product",
+        &[("purchase", 1, 1.0)],
+    ));
+    rows.extend(transitions_and_next(
+        "page",
+        "purchase",
+        &[("home", 1, 1.0)],
+    ));
+    rows.extend(transitions_and_next("item", "p1", &[("p2", 1, 1.0)]));
+    rows.extend(transitions_and_next("item", "p2", &[("p1", 1, 1.0)]));
+    rows.push(path_row(&["home", "category", "product", "purchase"], 1));
+    // depths: u1 3 (home, category, product; no cart), u2 1, u3 0; 3 sessions
+    rows.extend([
+        funnel_row("home", 1, 2, 0.6667),
+        funnel_row("category", 2, 1, 0.5),
+        funnel_row("product", 3, 1, 1.0),
+        funnel_row("cart", 4, 0, 0.0),
+        funnel_row("purchase", 5, 0, 0.0),
+    ]);
+    assert_sequences_at(&oracle, T0 + 8 * SECOND, state_of(rows), "at the end");
+    // no session at all: no rows, not even funnel rows
+    assert_sequences_at(&oracle, T0 - 1, State::new(), "before any event");
+    assert_sequences_at(&oracle, T0 + 31 * DAY, State::new(), "after the window");
+    // the rates print as integers when whole
+    let funnel = oracle.state_at(&["funnel"], T0 + 8 * SECOND);
+    let product = &funnel[&(
+        "funnel".to_string(),
+        JsonKey::new(&json!({"step": "product"})),
+    )]
+        .0;
+    assert_eq!(product["rate"].to_string(), "1");
+}
+
+/// Events of one session at the same `ts`, in an input order that is not the brief's
+/// order, and an earlier one last in the input.
+fn ts_ties_case() -> Case {
+    let s1 = |e: Value| in_session(e, "s1");
+    Case::new(&[
+        s1(on_item(event("u1", "purchase", T0), "p2")),
+        s1(on_item(page("u1", "product", T0), "p5")),
+        s1(on_item(page("u1", "product", T0), "p4")),
+        s1(on_item(event("u1", "click", T0), "p0")),
+        s1(page("u1", "home", T0)),
+        s1(page("u1", "category", T0 - SECOND)),
+    ])
+}
+
+#[test]
+fn oracle_sequences_order_ts_ties_by_page_step_then_item() {
+    let oracle = ts_ties_case().oracle();
+    assert_eq!(oracle.late_events(), 0);
+    // order: category (T0 - 1 s); then at T0: click p0 (no page step first), home,
+    // product p4, product p5 (same page step: by item), purchase p2.
+    // pages: category home product product purchase; items: p0 p4 p5 p2.
+    let mut rows = Vec::new();
+    rows.extend(transitions_and_next(
+        "page",
+        "category",
+        &[("home", 1, 1.0)],
+    ));
+    rows.extend(transitions_and_next("page", "home", &[("product", 1, 1.0)]));
+    // a tie on count: "product" < "purchase"
+    rows.extend(transitions_and_next(
+        "page",
+        "product",
+        &[("product", 1, 0.5), ("purchase", 1, 0.5)],
+    ));
+    rows.extend(transitions_and_next("item", "p0", &[("p4", 1, 1.0)]));
+    rows.extend(transitions_and_next("item", "p4", &[("p5", 1, 1.0)]));
+    rows.extend(transitions_and_next("item", "p5", &[("p2", 1, 1.0)]));
+    // at most 4 steps: the first (category) is cut
+    rows.push(path_row(&["home", "product", "product", "purchase"], 1));
+    // depth 1: category comes before home only
+    rows.extend([
+        funnel_row("home", 1, 1, 1.0),
+        funnel_row("category", 2, 0, 0.0),
+        funnel_row("product", 3, 0, 0.0),
+        funnel_row("cart", 4, 0, 0.0),
+        funnel_row("purchase", 5, 0, 0.0),
+    ]);
+    assert_sequences_at(&oracle, T0, state_of(rows), "at the end");
+}
+
+/// Derived sessions split at gaps over 30 minutes (a gap of exactly 30 minutes does not
+/// split), a client session id keeps its events together whatever the gap, and users
+/// never share a session.
+fn sequence_sessions_case() -> Case {
+    Case::new(&[
+        on_item(page("u1", "home", T0), "p1"),
+        page("u2", "home", T0 + 5 * MINUTE),
+        event("u2", "purchase", T0 + 6 * MINUTE),
+        in_session(page("u1", "category", T0 + 10 * MINUTE), "s1"),
+        on_item(page("u1", "product", T0 + 30 * MINUTE), "p2"),
+        on_item(page("u1", "cart", T0 + 61 * MINUTE), "p1"),
+        on_item(event("u1", "purchase", T0 + 62 * MINUTE), "p3"),
+        in_session(on_item(page("u1", "product", T0 + 3 * HOUR), "p2"), "s1"),
+    ])
+}
+
+#[test]
+fn oracle_sequences_follow_the_sessions_view() {
+    let oracle = sequence_sessions_case().oracle();
+    // sessions: u1 auto-T0 [home p1, product p2]; u1 auto-(T0+61m) [cart p1, purchase p3];
+    // u1 s1 [category, product p2]; u2 auto-(T0+5m) [home, purchase].
+    let mut rows = Vec::new();
+    rows.extend(transitions_and_next(
+        "page",
+        "home",
+        &[("product", 1, 0.5), ("purchase", 1, 0.5)],
+    ));
+    rows.extend(transitions_and_next(
+        "page",
+        "cart",
+        &[("purchase", 1, 1.0)],
+    ));
+    rows.extend(transitions_and_next(
+        "page",
+        "category",
+        &[("product", 1, 1.0)],
+    ));
+    rows.extend(transitions_and_next(
+        "item",
+        "p1",
+        &[("p2", 1, 0.5), ("p3", 1, 0.5)],
+    ));
+    // paths shorter than 4 steps
+    rows.push(path_row(&["cart", "purchase"], 1));
+    rows.push(path_row(&["home", "purchase"], 1));
+    // depths 1, 0, 0, 1 of 4 sessions
+    rows.extend([
+        funnel_row("home", 1, 2, 0.5),
+        funnel_row("category", 2, 0, 0.0),
+        funnel_row("product", 3, 0, 0.0),
+        funnel_row("cart", 4, 0, 0.0),
+        funnel_row("purchase", 5, 0, 0.0),
+    ]);
+    assert_sequences_at(&oracle, T0 + 3 * HOUR, state_of(rows), "at the end");
+    let sessions = oracle.state_at(&["sessions"], T0 + 3 * HOUR);
+    assert_eq!(sessions.len(), 4, "{sessions:?}");
+}
+
+/// One derived session per user, each a list of page steps one minute apart from T0
+/// (`"purchase"` is a purchase event, `"-"` a click on an item, without page step). The
+/// users come one after the other in the input, so most events of the later users arrive
+/// late (applied at the watermark).
+fn page_sessions_case(sessions: &[&[&str]]) -> Case {
+    let mut events = Vec::new();
+    for (u, steps) in sessions.iter().enumerate() {
+        let user = format!("u{}", u + 1);
+        for (i, step) in steps.iter().enumerate() {
+            let ts = T0 + i as i64 * MINUTE;
+            events.push(match *step {
+                "purchase" => event(&user, "purchase", ts),
+                "-" => on_item(event(&user, "click", ts), "p1"),
+                _ => page(&user, step, ts),
+            });
+        }
+    }
+    Case::new(&events)
+}
+
+const CUSTOM_SEQUENCES: &str = "[sequences]\nnext_k = 2\npath_length = 2\nfunnel = [\"category\", \"product\", \"purchase\"]\n";
+
+fn paths_case() -> Case {
+    page_sessions_case(&[
+        &[
+            "home", "category", "product", "cart", "product", "purchase", "home", "purchase",
+        ],
+        &["product", "cart", "product", "purchase"],
+        &["purchase"],
+        &["home", "purchase"],
+    ])
+}
+
+#[test]
+fn oracle_paths_end_at_each_purchase_with_at_most_path_length_steps() {
+    let end = T0 + 7 * MINUTE;
+    let oracle = paths_case().oracle();
+    let expected = state_of([
+        path_row(&["product", "cart", "product", "purchase"], 2),
+        path_row(&["product", "purchase", "home", "purchase"], 1),
+        path_row(&["purchase"], 1),
+        path_row(&["home", "purchase"], 1),
+    ]);
+    assert_view_at(&oracle, "paths", end, expected, "path_length 4");
+    let oracle = paths_case().config(CUSTOM_SEQUENCES).oracle();
+    let expected = state_of([
+        path_row(&["product", "purchase"], 2),
+        path_row(&["home", "purchase"], 2),
+        path_row(&["purchase"], 1),
+    ]);
+    assert_view_at(&oracle, "paths", end, expected, "path_length 2");
+}
+
+fn funnel_case() -> Case {
+    page_sessions_case(&[
+        &[
+            "home", "article", "category", "home", "product", "cart", "checkout", "purchase",
+        ],
+        &["category", "home", "product"],
+        &["home", "category", "cart", "product"],
+        &["-"],
+        &["product", "purchase"],
+    ])
+}
+
+#[test]
+fn oracle_funnel_matches_ordered_subsequences_and_rates_share_the_previous_step() {
+    let end = T0 + 7 * MINUTE;
+    let oracle = funnel_case().oracle();
+    // depths 5, 1, 3, 0, 0; the first rate is over all 5 sessions (u4 has no page step)
+    let expected = state_of([
+        funnel_row("home", 1, 3, 0.6),
+        funnel_row("category", 2, 2, 0.6667),
+        funnel_row("product", 3, 2, 1.0),
+        funnel_row("cart", 4, 1, 0.5),
+        funnel_row("purchase", 5, 1, 1.0),
+    ]);
+    assert_view_at(&oracle, "funnel", end, expected, "default funnel");
+    let oracle = funnel_case().config(CUSTOM_SEQUENCES).oracle();
+    // depths 3, 2, 2, 0, 0
+    let expected = state_of([
+        funnel_row("category", 1, 3, 0.6),
+        funnel_row("product", 2, 3, 1.0),
+        funnel_row("purchase", 3, 1, 0.3333),
+    ]);
+    assert_view_at(&oracle, "funnel", end, expected, "custom funnel");
+}
+
+fn next_ties_case() -> Case {
+    page_sessions_case(&[
+        &["home", "product"],
+        &["home", "product"],
+        &["home", "cart"],
+        &["home", "category"],
+        &["home", "article"],
+    ])
+}
+
+#[test]
+fn oracle_next_ranks_by_count_then_to_and_keeps_next_k() {
+    let end = T0 + MINUTE;
+    let oracle = next_ties_case().oracle();
+    let mut expected = transitions_and_next(
+        "page",
+        "home",
+        &[
+            ("product", 2, 0.4),
+            ("article", 1, 0.2),
+            ("cart", 1, 0.2),
+            ("category", 1, 0.2),
+        ],
+    );
+    let next = expected.pop().unwrap();
+    assert_view_at(&oracle, "next", end, state_of([next]), "next_k 5");
+    assert_view_at(
+        &oracle,
+        "transitions",
+        end,
+        state_of(expected.clone()),
+        "transitions",
+    );
+    // next_k 2: the first two, with p over all successors
+    let oracle = next_ties_case().config(CUSTOM_SEQUENCES).oracle();
+    let next = next_row("page", "home", &[("product", 0.4), ("article", 0.2)]);
+    assert_view_at(&oracle, "next", end, state_of([next]), "next_k 2");
+    assert_view_at(
+        &oracle,
+        "transitions",
+        end,
+        state_of(expected),
+        "transitions, next_k 2",
+    );
+}
+
+#[test]
+fn oracle_sequences_config() {
+    let defaults = parse_config("").unwrap().sequences;
+    assert_eq!(defaults.next_k, 5);
+    assert_eq!(defaults.path_length, 4);
+    assert_eq!(
+        defaults.funnel,
+        ["home", "category", "product", "cart", "purchase"]
+    );
+    let custom = parse_config(CUSTOM_SEQUENCES).unwrap().sequences;
+    assert_eq!(
+        (custom.next_k, custom.path_length, custom.funnel),
+        (
+            2,
+            2,
+            vec!["category".to_string(), "product".into(), "purchase".into()]
+        )
+    );
+    let params = Params::default().with_config("[sequences]\nnext_k = 3\n");
+    assert_eq!(params.sequences.next_k, 3);
+    assert_eq!(params.sequences.path_length, 4);
+    for (config, key) in [
+        ("[sequences]\nbogus = 1\n", "sequences.bogus"),
+        ("[sequences]\nnext_k = 0\n", "sequences.next_k"),
+        ("[sequences]\nnext_k = 2.5\n", "sequences.next_k"),
+        ("[sequences]\npath_length = 0\n", "sequences.path_length"),
+        (
+            "[sequences]\npath_length = \"4\"\n",
+            "sequences.path_length",
+        ),
+        ("[sequences]\nfunnel = []\n", "sequences.funnel"),
+        ("[sequences]\nfunnel = \"home\"\n", "sequences.funnel"),
+        ("[sequences]\nfunnel = [\"home\", 1]\n", "sequences.funnel"),
+        (
+            "[sequences]\nfunnel = [\"home\", \"home\"]\n",
+            "sequences.funnel",
+        ),
+        ("sequences = 1\n", "sequences"),
+    ] {
+        let error = parse_config(config).expect_err(config);
+        assert!(error.contains(key), "{config}: {error}");
+    }
+}
+
+/// A one-hour window: u1's and u2's sessions leave it before u3's events.
+fn sequence_window_case() -> Case {
+    Case::new(&[
+        in_session(page("u1", "home", T0), "s1"),
+        in_session(on_item(page("u1", "category", T0 + MINUTE), "p1"), "s1"),
+        in_session(
+            on_item(event("u1", "purchase", T0 + 2 * MINUTE), "p2"),
+            "s1",
+        ),
+        page("u2", "home", T0 + 30 * MINUTE),
+        on_item(page("u2", "product", T0 + 31 * MINUTE), "p3"),
+        page("u3", "home", T0 + 2 * HOUR),
+        event("u3", "purchase", T0 + 2 * HOUR + MINUTE),
+    ])
+    .config("[windows]\nspan_ms = 3600000\n")
+}
+
+#[test]
+fn oracle_sequences_follow_the_window() {
+    let oracle = sequence_window_case().oracle();
+    let mut rows = Vec::new();
+    rows.extend(transitions_and_next(
+        "page",
+        "home",
+        &[("category", 1, 0.5), ("product", 1, 0.5)],
+    ));
+    rows.extend(transitions_and_next(
+        "page",
+        "category",
+        &[("purchase", 1, 1.0)],
+    ));
+    rows.extend(transitions_and_next("item", "p1", &[("p2", 1, 1.0)]));
+    rows.push(path_row(&["home", "category", "purchase"], 1));
+    rows.extend([
+        funnel_row("home", 1, 2, 1.0),
+        funnel_row("category", 2, 1, 0.5),
+        funnel_row("product", 3, 0, 0.0),
+        funnel_row("cart", 4, 0, 0.0),
+        funnel_row("purchase", 5, 0, 0.0),
+    ]);
+    assert_sequences_at(&oracle, T0 + 40 * MINUTE, state_of(rows), "both sessions");
+    // u1's home leaves at T0 + 1 h exactly: its session is category, purchase
+    let mut rows = Vec::new();
+    rows.extend(transitions_and_next("page", "home", &[("product", 1, 1.0)]));
+    rows.extend(transitions_and_next(
+        "page",
+        "category",
+        &[("purchase", 1, 1.0)],
+    ));
+    rows.extend(transitions_and_next("item", "p1", &[("p2", 1, 1.0)]));
+    rows.push(path_row(&["category", "purchase"], 1));
+    rows.extend([
+        funnel_row("home", 1, 1, 0.5),
+        funnel_row("category", 2, 0, 0.0),
+        funnel_row("product", 3, 0, 0.0),
+        funnel_row("cart", 4, 0, 0.0),
+        funnel_row("purchase", 5, 0, 0.0),
+    ]);
+    assert_sequences_at(&oracle, T0 + HOUR, state_of(rows), "u1's first event left");
+    let mut rows = transitions_and_next("page", "home", &[("purchase", 1, 1.0)]);
+    rows.push(path_row(&["home", "purchase"], 1));
+    rows.extend([
+        funnel_row("home", 1, 1, 1.0),
+        funnel_row("category", 2, 0, 0.0),
+        funnel_row("product", 3, 0, 0.0),
+        funnel_row("cart", 4, 0, 0.0),
+        funnel_row("purchase", 5, 0, 0.0),
+    ]);
+    assert_sequences_at(&oracle, T0 + 2 * HOUR + MINUTE, state_of(rows), "only u3");
+}
+
+/// The hand-made sequence inputs, for the checker tests and the engine.
+fn sequence_cases() -> Vec<(&'static str, Case)> {
+    vec![
+        ("page_and_item_steps", page_and_item_steps_case()),
+        ("ts_ties", ts_ties_case()),
+        ("sequence_sessions", sequence_sessions_case()),
+        ("paths", paths_case()),
+        ("paths_custom", paths_case().config(CUSTOM_SEQUENCES)),
+        ("funnel", funnel_case()),
+        ("funnel_custom", funnel_case().config(CUSTOM_SEQUENCES)),
+        ("next_ties", next_ties_case()),
+        (
+            "next_ties_custom",
+            next_ties_case().config(CUSTOM_SEQUENCES),
+        ),
+        ("sequence_window", sequence_window_case()),
+    ]
+}
+
+#[test]
+fn oracle_checker_accepts_correct_sequence_output_and_catches_a_stale_row() {
+    let mut views = SEQUENCE_VIEWS.to_vec();
+    views.push("sessions");
+    for (name, case) in sequence_cases() {
+        let oracle = case.oracle();
+        let text = simulated_engine_output(&oracle, &views);
+        let output = Output::parse(&text).unwrap();
+        output.check_consolidated().unwrap();
+        for granularity in [Granularity::Progress, Granularity::EveryTime] {
+            oracle
+                .check(&output, &views, granularity)
+                .unwrap_or_else(|e| panic!("{name}, {granularity:?}: {e}"));
+        }
+    }
+    // an engine that stops retracting transitions when events leave the window
+    let oracle = sequence_window_case().oracle();
+    let text: String = simulated_engine_output(&oracle, &views)
+        .lines()
+        .filter(|l| {
+            let line: Value = serde_json::from_str(l).unwrap();
+            !(line["view"] == "transitions"
+                && line["diff"] == -1
+                && line["time"].as_i64().unwrap() >= T0 + HOUR)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let output = Output::parse(&text).unwrap();
+    let error = oracle
+        .check(&output, &views, Granularity::Progress)
+        .expect_err("a stale transitions row");
+    assert!(
+        error.contains(&format!("disagree at progress {}", T0 + HOUR + 1))
+            && error.contains("transitions")
+            && error.contains("sessions in the window"),
+        "{error}"
+    );
+    // and one that prints a wrong count for the item transition p1 → p2
+    let text: String = simulated_engine_output(&oracle, &views)
+        .lines()
+        .map(|l| {
+            if l.contains("\"view\":\"transitions\"") && l.contains("\"from\":\"p1\"") {
+                format!("{}\n", l.replace("\"count\":1", "\"count\":2"))
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    let output = Output::parse(&text).unwrap();
+    let error = oracle
+        .check(&output, &views, Granularity::EveryTime)
+        .expect_err("a wrong count");
+    assert!(
+        error.contains(&format!("T = {}", T0 + 2 * MINUTE))
+            && error.contains("count: 2, expected 1"),
+        "{error}"
+    );
+}
+
+/// The sequence views of a week of generated events at every progress line, for 1 and 4
+/// workers; and of the hand-made sequence inputs at every change time.
+#[test]
+fn engine_sequence_views_match_the_oracle_one_and_four_workers() {
+    let (input, catalog) = week_with_catalog();
+    let params = Params::default().with_catalog(&catalog);
+    let expected = Oracle::new(&input, params.clone()).state(&SEQUENCE_VIEWS, None);
+    assert_views_have_rows(&expected, &SEQUENCE_VIEWS);
+    for workers in ["1", "4"] {
+        let state = check_engine_views(
+            &input,
+            params.clone(),
+            &SEQUENCE_VIEWS,
+            &["--workers", workers],
+            Granularity::Progress,
+        );
+        assert_views_have_rows(&state, &SEQUENCE_VIEWS);
+    }
+    for workers in ["1", "4"] {
+        for (name, case) in sequence_cases() {
+            eprintln!("case {name}, {workers} workers");
+            let mut flags = case.params.time_flags();
+            flags.extend(["--workers".to_string(), workers.to_string()]);
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            check_engine_views(
+                &case.input,
+                case.params.clone(),
+                &SEQUENCE_VIEWS,
+                &flags,
+                Granularity::EveryTime,
+            );
+        }
+    }
+}
+
+/// `[sequences]` with other `next_k`, `path_length` and funnel, on the same week, 2 workers.
+#[test]
+fn engine_sequence_views_with_a_custom_config_two_workers() {
+    let (input, catalog) = week_with_catalog();
+    let params = Params::default()
+        .with_config(CUSTOM_SEQUENCES)
+        .with_catalog(&catalog);
+    let state = check_engine_views(
+        &input,
+        params,
+        &SEQUENCE_VIEWS,
+        &["--workers", "2"],
+        Granularity::Progress,
+    );
+    assert_views_have_rows(&state, &SEQUENCE_VIEWS);
+    let mut funnel_steps = Vec::new();
+    for ((view, key), (value, _)) in &state {
+        match view.as_str() {
+            "next" => assert!(
+                value["next"].as_array().unwrap().len() <= 2,
+                "{key}: {value}"
+            ),
+            "paths" => assert!(key.value()["path"].as_array().unwrap().len() <= 2, "{key}"),
+            "funnel" => funnel_steps.push(key.field("step").unwrap()),
+            _ => {}
+        }
+    }
+    funnel_steps.sort();
+    assert_eq!(funnel_steps, ["category", "product", "purchase"]);
 }

@@ -129,7 +129,7 @@ impl FeatureSums {
 }
 
 /// `sum / count` rounded half up; 0 when `count` is 0.
-fn mean_half_up(sum: i64, count: i64) -> i64 {
+pub(crate) fn mean_half_up(sum: i64, count: i64) -> i64 {
     if count <= 0 {
         return 0;
     }

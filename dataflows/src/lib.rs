@@ -11,10 +11,13 @@ pub mod model;
 pub mod models;
 pub mod params;
 pub mod propensity;
+pub mod recs;
 pub mod render;
 pub mod scores;
 pub mod segments;
+pub mod sequences;
 pub mod sessions;
+pub mod similar;
 pub mod windows;
 
 use differential_dataflow::VecCollection;
@@ -34,6 +37,18 @@ pub struct Inputs<'s> {
     pub segment_models: VecCollection<'s, Time, String>,
     /// The current ALS model as JSON (see [`als::als`]).
     pub als_models: VecCollection<'s, Time, String>,
+    /// Which models the run has (loaded or refitted), so views that can use them but do
+    /// not need them (`recs`) build them only then.
+    pub available: Available,
+}
+
+/// Whether the segment and ALS models exist for this run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Available {
+    /// A k-means model, rule segments, or k-means refits.
+    pub segments: bool,
+    /// An ALS model or ALS refits.
+    pub als: bool,
 }
 
 /// What [`build_views`] gives the runtime.
@@ -48,21 +63,33 @@ pub struct Built<'s> {
 
 /// Builds every view the caller asks for from the input collections.
 ///
-/// Views feed each other (features read sessions and affinity, affinity reads scores), so a
-/// view is built when it or a view that reads it is wanted; only wanted ones are rendered.
+/// Views feed each other (features read sessions and affinity, affinity reads scores, recs
+/// read nearly everything), so a view is built when it or a view that reads it is wanted;
+/// only wanted ones are rendered.
 pub fn build_views<'s>(inputs: Inputs<'s>, params: &ViewParams, wanted: &[ViewName]) -> Built<'s> {
     let Inputs {
         events,
         catalog,
         segment_models,
         als_models,
+        available,
     } = inputs;
     let wants = |view: ViewName| wanted.contains(&view);
+    let recs = wants(ViewName::Recs);
     let mut outputs = Vec::new();
-    let need_models = wants(ViewName::Segments) || wants(ViewName::Propensity);
-    let need_features = wants(ViewName::Features) || need_models;
+    let need_segments = wants(ViewName::Segments) || (recs && available.segments);
+    let need_als = wants(ViewName::Als) || (recs && available.als);
+    let need_similar = wants(ViewName::Similar) || recs;
+    let sequence_views = [
+        ViewName::Transitions,
+        ViewName::Next,
+        ViewName::Paths,
+        ViewName::Funnel,
+    ];
+    let need_sequences = sequence_views.iter().any(|view| wants(*view)) || recs;
+    let need_features = wants(ViewName::Features) || wants(ViewName::Propensity) || need_segments;
     let need_affinity = wants(ViewName::Affinity) || need_features;
-    let need_scores = wants(ViewName::Scores) || wants(ViewName::Als) || need_affinity;
+    let need_scores = wants(ViewName::Scores) || need_als || need_similar || need_affinity || recs;
     let need_sessions = wants(ViewName::Sessions) || need_features;
 
     let sessions = need_sessions.then(|| sessions::sessions(events.clone(), params));
@@ -81,16 +108,38 @@ pub fn build_views<'s>(inputs: Inputs<'s>, params: &ViewParams, wanted: &[ViewNa
                 .map(|((user, item), score)| render::score_row(&user, &item, score)),
         );
     }
-    if let Some(scores) = scores.as_ref().filter(|_| wants(ViewName::Als)) {
+    let als = match (&scores, need_als) {
+        (Some(scores), true) => Some(als::als(
+            scores.clone(),
+            als_models,
+            params.recs.als_candidates,
+        )),
+        _ => None,
+    };
+    if let Some(als) = als.as_ref().filter(|_| wants(ViewName::Als)) {
         outputs.push(
-            als::als(scores.clone(), als_models, params.recs.als_candidates)
+            als.clone()
                 .map(|(user, candidates)| render::als_row(&user, &candidates)),
+        );
+    }
+    let top_items = scores
+        .as_ref()
+        .filter(|_| need_similar)
+        .map(|scores| similar::top_items(scores.clone(), params.similar.recent_items));
+    let similar = top_items
+        .as_ref()
+        .map(|top| similar::similar(top.clone(), &params.similar));
+    if let Some(similar) = similar.as_ref().filter(|_| wants(ViewName::Similar)) {
+        outputs.push(
+            similar
+                .clone()
+                .map(|(item, neighbors)| render::similar_row(&item, &neighbors)),
         );
     }
     let affinity = scores
         .clone()
         .filter(|_| need_affinity)
-        .map(|scores| affinity::affinity(scores, catalog));
+        .map(|scores| affinity::affinity(scores, catalog.clone()));
     if let Some(affinity) = affinity.as_ref().filter(|_| wants(ViewName::Affinity)) {
         outputs.push(
             affinity
@@ -119,15 +168,19 @@ pub fn build_views<'s>(inputs: Inputs<'s>, params: &ViewParams, wanted: &[ViewNa
                 .map(move |(user, sums)| render::features_row(&user, &sums, &recency_days)),
         );
     }
-    if let Some(features) = features.as_ref().filter(|_| wants(ViewName::Segments)) {
+    let segments = features.as_ref().filter(|_| need_segments).map(|features| {
+        segments::segments(
+            features.clone(),
+            segment_models,
+            &params.segments,
+            recency_days,
+        )
+    });
+    if let Some(segments) = segments.as_ref().filter(|_| wants(ViewName::Segments)) {
         outputs.push(
-            segments::segments(
-                features.clone(),
-                segment_models,
-                &params.segments,
-                recency_days,
-            )
-            .map(|(user, segment)| render::segment_row(&user, &segment)),
+            segments
+                .clone()
+                .map(|(user, segment)| render::segment_row(&user, &segment)),
         );
     }
     if let (Some(features), Some(model)) = (
@@ -137,6 +190,55 @@ pub fn build_views<'s>(inputs: Inputs<'s>, params: &ViewParams, wanted: &[ViewNa
         outputs.push(
             propensity::propensity(features.clone(), model.clone(), recency_days)
                 .map(|(user, scores)| render::propensity_row(&user, &scores)),
+        );
+    }
+    let sequences = need_sequences.then(|| sequences::sequences(events.clone(), params));
+    if let Some(built) = &sequences {
+        if wants(ViewName::Transitions) {
+            outputs.push(
+                built
+                    .transitions
+                    .clone()
+                    .map(|(transition, (count, p))| render::transition_row(&transition, count, p)),
+            );
+        }
+        if wants(ViewName::Next) {
+            outputs.push(
+                built
+                    .next
+                    .clone()
+                    .map(|((kind, from), next)| render::next_row(kind, &from, &next)),
+            );
+        }
+        if wants(ViewName::Paths) {
+            outputs.push(
+                built
+                    .paths
+                    .clone()
+                    .map(|(path, count)| render::path_row(&path, count)),
+            );
+        }
+        if wants(ViewName::Funnel) {
+            outputs.push(built.funnel.clone().map(|row| render::funnel_row(&row)));
+        }
+    }
+    if let (true, Some(scores), Some(top_items), Some(similar), Some(sequences)) =
+        (recs, &scores, top_items, similar, sequences)
+    {
+        let sources = recs::BlendSources {
+            events: events.clone(),
+            catalog,
+            scores: scores.clone(),
+            top_items,
+            similar,
+            next: sequences.next,
+            als,
+            segments: segments.map(|segments| segments.map(|(user, segment)| (user, segment.name))),
+        };
+        let variant = params.recs.variant.clone();
+        outputs.push(
+            recs::recs(sources, params)
+                .map(move |(user, list)| render::recs_row(&user, &variant, &list)),
         );
     }
     let scope = events.scope();

@@ -96,25 +96,9 @@ pub struct ViewParams {
     pub segments: crate::segments::SegmentParams,
     /// The loaded propensity model; without one the `propensity` view stays empty.
     pub propensity: Option<std::sync::Arc<crate::models::PropensityModel>>,
-    pub recs: RecsParams,
-}
-
-/// Recommendation sizes (`[recs]`).
-#[derive(Clone, Debug, PartialEq)]
-pub struct RecsParams {
-    /// Items per user in `recs`.
-    pub k: usize,
-    /// Items per user in `als`: the ALS candidates the blend draws from.
-    pub als_candidates: usize,
-}
-
-impl Default for RecsParams {
-    fn default() -> Self {
-        RecsParams {
-            k: 10,
-            als_candidates: 20,
-        }
-    }
+    pub recs: crate::recs::RecsParams,
+    pub sequences: crate::sequences::SequenceParams,
+    pub similar: crate::similar::SimilarParams,
 }
 
 /// A set of event types named in the config: known kinds and custom type names.

@@ -7,7 +7,9 @@ use crate::features::{FeatureSums, FeatureValue};
 use crate::model::{Category, ItemId, Score, ScrollDepth, UserId};
 use crate::propensity::Propensity;
 use crate::segments::SegmentAssignment;
+use crate::sequences::{FunnelStep, NextSteps, Transition};
 use crate::sessions::{SessionAggregate, SessionKey};
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize, Serializer};
 use std::fmt;
 use std::str::FromStr;
@@ -22,10 +24,16 @@ pub enum ViewName {
     Segments,
     Propensity,
     Als,
+    Transitions,
+    Next,
+    Paths,
+    Funnel,
+    Similar,
+    Recs,
 }
 
 impl ViewName {
-    pub const ALL: [ViewName; 7] = [
+    pub const ALL: [ViewName; 13] = [
         ViewName::Sessions,
         ViewName::Scores,
         ViewName::Affinity,
@@ -33,6 +41,12 @@ impl ViewName {
         ViewName::Segments,
         ViewName::Propensity,
         ViewName::Als,
+        ViewName::Transitions,
+        ViewName::Next,
+        ViewName::Paths,
+        ViewName::Funnel,
+        ViewName::Similar,
+        ViewName::Recs,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,6 +58,12 @@ impl ViewName {
             ViewName::Segments => "segments",
             ViewName::Propensity => "propensity",
             ViewName::Als => "als",
+            ViewName::Transitions => "transitions",
+            ViewName::Next => "next",
+            ViewName::Paths => "paths",
+            ViewName::Funnel => "funnel",
+            ViewName::Similar => "similar",
+            ViewName::Recs => "recs",
         }
     }
 }
@@ -280,5 +300,149 @@ pub fn als_row(user: &UserId, candidates: &Candidates) -> ViewRow {
         value: to_json(&Value {
             items: scored_items(candidates),
         }),
+    }
+}
+
+/// A probability or share in ten-thousandths.
+fn share(units: i64) -> Fixed {
+    Fixed {
+        units,
+        scale: 10_000,
+    }
+}
+
+pub fn transition_row(transition: &Transition, count: u64, p: i64) -> ViewRow {
+    let (kind, from, to) = transition;
+    #[derive(Serialize)]
+    struct Key<'a> {
+        kind: &'static str,
+        from: &'a str,
+        to: &'a str,
+    }
+    #[derive(Serialize)]
+    struct Value {
+        count: u64,
+        p: Fixed,
+    }
+    ViewRow {
+        view: ViewName::Transitions,
+        key: to_json(&Key {
+            kind: kind.as_str(),
+            from,
+            to,
+        }),
+        value: to_json(&Value { count, p: share(p) }),
+    }
+}
+
+pub fn next_row(kind: crate::sequences::StepKind, from: &str, next: &NextSteps) -> ViewRow {
+    #[derive(Serialize)]
+    struct Key<'a> {
+        kind: &'static str,
+        from: &'a str,
+    }
+    #[derive(Serialize)]
+    struct Step<'a> {
+        to: &'a str,
+        p: Fixed,
+    }
+    #[derive(Serialize)]
+    struct Value<'a> {
+        next: Vec<Step<'a>>,
+    }
+    let next = next
+        .iter()
+        .map(|(to, p)| Step { to, p: share(*p) })
+        .collect();
+    ViewRow {
+        view: ViewName::Next,
+        key: to_json(&Key {
+            kind: kind.as_str(),
+            from,
+        }),
+        value: to_json(&Value { next }),
+    }
+}
+
+pub fn path_row(path: &[CompactString], count: u64) -> ViewRow {
+    #[derive(Serialize)]
+    struct Key<'a> {
+        path: &'a [CompactString],
+    }
+    #[derive(Serialize)]
+    struct Value {
+        count: u64,
+    }
+    ViewRow {
+        view: ViewName::Paths,
+        key: to_json(&Key { path }),
+        value: to_json(&Value { count }),
+    }
+}
+
+pub fn funnel_row(row: &FunnelStep) -> ViewRow {
+    #[derive(Serialize)]
+    struct Key<'a> {
+        step: &'a str,
+    }
+    #[derive(Serialize)]
+    struct Value {
+        position: usize,
+        reached: u64,
+        rate: Fixed,
+    }
+    ViewRow {
+        view: ViewName::Funnel,
+        key: to_json(&Key { step: &row.step }),
+        value: to_json(&Value {
+            position: row.position,
+            reached: row.reached,
+            rate: share(row.rate),
+        }),
+    }
+}
+
+pub fn similar_row(item: &ItemId, neighbors: &crate::similar::Neighbors) -> ViewRow {
+    #[derive(Serialize)]
+    struct Key<'a> {
+        item: &'a ItemId,
+    }
+    #[derive(Serialize)]
+    struct Value<'a> {
+        neighbors: Vec<ScoredItem<'a>>,
+    }
+    ViewRow {
+        view: ViewName::Similar,
+        key: to_json(&Key { item }),
+        value: to_json(&Value {
+            neighbors: scored_items(neighbors),
+        }),
+    }
+}
+
+pub fn recs_row(user: &UserId, variant: &str, list: &[crate::recs::Rec]) -> ViewRow {
+    #[derive(Serialize)]
+    struct Item<'a> {
+        item: &'a ItemId,
+        score: Fixed,
+        reason: &'static str,
+    }
+    #[derive(Serialize)]
+    struct Value<'a> {
+        variant: &'a str,
+        items: Vec<Item<'a>>,
+    }
+    let items = list
+        .iter()
+        .map(|rec| Item {
+            item: &rec.item,
+            score: share(rec.score),
+            reason: rec.reason.as_str(),
+        })
+        .collect();
+    ViewRow {
+        view: ViewName::Recs,
+        key: to_json(&UserKey { user }),
+        value: to_json(&Value { variant, items }),
     }
 }

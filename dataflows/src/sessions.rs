@@ -148,23 +148,32 @@ impl SessionAggregate {
     }
 }
 
-/// Splits one user's time-ordered, session-less events into gap-separated sessions.
-pub fn split_by_gap<'a>(
-    events: impl IntoIterator<Item = (&'a SessionEvent, u64)>,
-    gap_ms: Millis,
-) -> Vec<SessionAggregate> {
-    let mut sessions: Vec<SessionAggregate> = Vec::new();
-    for (event, count) in events {
-        match sessions.last_mut() {
-            Some(open) if event.ts - open.end <= gap_ms => open.absorb(event, count),
-            _ => {
-                let mut session = SessionAggregate::starting_at(event.ts);
-                session.absorb(event, count);
-                sessions.push(session);
-            }
+/// Splits time-ordered records into runs wherever two consecutive ones are more than
+/// `gap_ms` apart: a user's session-less events into sessions.
+pub fn split_runs<T>(records: &[T], ts: impl Fn(&T) -> Millis, gap_ms: Millis) -> Vec<&[T]> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for index in 1..records.len() {
+        if ts(&records[index]) - ts(&records[index - 1]) > gap_ms {
+            runs.push(&records[start..index]);
+            start = index;
         }
     }
-    sessions
+    if start < records.len() {
+        runs.push(&records[start..]);
+    }
+    runs
+}
+
+/// One session's aggregate from its time-ordered events (with multiplicities).
+fn aggregate<'a>(events: impl IntoIterator<Item = (&'a SessionEvent, u64)>) -> SessionAggregate {
+    let mut events = events.into_iter().peekable();
+    let start = events.peek().map_or(0, |(event, _)| event.ts);
+    let mut aggregate = SessionAggregate::starting_at(start);
+    for (event, count) in events {
+        aggregate.absorb(event, count);
+    }
+    aggregate
 }
 
 /// The name of a session derived from an inactivity gap.
@@ -201,18 +210,17 @@ pub fn sessions<'s>(
                   input,
                   output: &mut Vec<((SessionId, SessionAggregate), isize)>| {
                 // `input` is sorted by value, i.e. by time, with positive multiplicities.
-                let events = input.iter().map(|(event, count)| (*event, *count as u64));
+                let of = |run: &[(&SessionEvent, isize)]| {
+                    aggregate(run.iter().map(|(event, count)| (*event, *count as u64)))
+                };
                 let mut found = match client_session {
-                    Some(id) => {
-                        let mut aggregate = SessionAggregate::starting_at(input[0].0.ts);
-                        for (event, count) in events {
-                            aggregate.absorb(event, count);
-                        }
-                        vec![(id.clone(), aggregate)]
-                    }
-                    None => split_by_gap(events, gap_ms)
+                    Some(id) => vec![(id.clone(), of(input))],
+                    None => split_runs(input, |(event, _)| event.ts, gap_ms)
                         .into_iter()
-                        .map(|aggregate| (derived_session_id(aggregate.start), aggregate))
+                        .map(|run| {
+                            let aggregate = of(run);
+                            (derived_session_id(aggregate.start), aggregate)
+                        })
                         .collect(),
                 };
                 for (id, mut aggregate) in found.drain(..) {

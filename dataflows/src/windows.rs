@@ -81,3 +81,21 @@ where
         })
         .as_collection()
 }
+
+/// Applies each change of `collection` at the next multiple of `every` (ms) at or after
+/// its time, so a view derived from it changes at most once per period, after many
+/// changes have consolidated. At time `now` it shows the input as of
+/// `⌊now / every⌋ · every`. `every` = 1 changes nothing.
+pub fn refreshed<'s, D, R>(
+    collection: VecCollection<'s, Time, D, R>,
+    every: Millis,
+) -> VecCollection<'s, Time, D, R>
+where
+    D: Clone + 'static,
+    R: Abelian + Clone + 'static,
+{
+    if every <= 1 {
+        return collection;
+    }
+    collection.delay(move |time| time.div_ceil(every).saturating_mul(every))
+}

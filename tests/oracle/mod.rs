@@ -6,8 +6,10 @@
 //! - `parse_config`, `Catalog::parse`: the run's config (TOML) and catalog (JSON lines);
 //! - `stamp_effective_times`: the time at which the engine applies each event (tick,
 //!   watermark, late events applied at the watermark);
-//! - `views_at`: every view at a time T, from the events in the window at T
-//!   (`sessions`, `scores`, `affinity`, `features`);
+//! - `views_at`: every per-user view at a time T, from the events in the window at T
+//!   (`sessions`, `scores`, `affinity`, `features`, and the model views);
+//! - `sequences::views_at`: the views over all users' sessions (issue 5: `transitions`,
+//!   `next`, `paths`, `funnel`);
 //! - `Oracle`: the views after any progress line (T = P - 1) and at the end (T = the last
 //!   effective time), and the check of an engine run against them.
 //!
@@ -22,6 +24,7 @@ use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 pub mod models;
+pub mod sequences;
 
 // ---------------------------------------------------------------------------------------
 // Events
@@ -403,6 +406,7 @@ pub struct Config {
     pub windows: Windows,
     /// `[sessions] inactivity_gap_ms`
     pub session_gap_ms: i64,
+    pub sequences: sequences::Sequences,
 }
 
 impl Default for Config {
@@ -413,6 +417,7 @@ impl Default for Config {
             feedback: Feedback::default(),
             windows: Windows::default(),
             session_gap_ms: SESSION_GAP_MS,
+            sequences: sequences::Sequences::default(),
         }
     }
 }
@@ -429,10 +434,18 @@ pub fn parse_config(toml_text: &str) -> Result<Config, String> {
             Some(_) => Err(format!("{name}: not a table")),
         }
     };
+    let tables = [
+        "weights",
+        "engagement",
+        "feedback",
+        "windows",
+        "sessions",
+        "sequences",
+    ];
     for name in root.keys() {
-        if !["weights", "engagement", "feedback", "windows", "sessions"].contains(&name.as_str()) {
+        if !tables.contains(&name.as_str()) {
             return Err(format!(
-                "{name}: unknown table (the oracle knows [weights], [engagement], [feedback], [windows], [sessions])"
+                "{name}: unknown table (the oracle knows [weights], [engagement], [feedback], [windows], [sessions], [sequences])"
             ));
         }
     }
@@ -467,6 +480,9 @@ pub fn parse_config(toml_text: &str) -> Result<Config, String> {
                 _ => return Err(format!("{key}: unknown key")),
             }
         }
+    }
+    if let Some(table) = table("sequences")? {
+        sequences::parse_table(table, &mut config.sequences)?;
     }
     if let Some(engagement) = table("engagement")? {
         for (name, value) in engagement {
@@ -660,6 +676,8 @@ pub struct Params {
     pub feedback: Feedback,
     pub windows: Windows,
     pub session_gap_ms: i64,
+    /// `[sequences]`
+    pub sequences: sequences::Sequences,
     pub catalog: Catalog,
     /// The config file text the run gets with `--config`, if any.
     pub config_text: Option<String>,
@@ -693,6 +711,7 @@ impl Params {
             feedback: config.feedback,
             windows: config.windows,
             session_gap_ms: config.session_gap_ms,
+            sequences: config.sequences,
             catalog: Catalog::default(),
             config_text: text,
             models: models::Models::default(),
@@ -788,8 +807,9 @@ pub fn stamp_effective_times(events: Vec<Event>, params: &Params) -> Vec<Stamped
 /// Rows of one view: (key, value), both JSON objects.
 pub type Rows = Vec<(Value, Value)>;
 
-/// The views the oracle computes. Every row's key has a `user`, and the rows of a user
-/// depend only on that user's events, except through the set of rejected items.
+/// The per-user views the oracle computes (`views_at`). Every row's key has a `user`, and
+/// the rows of a user depend only on that user's events, except through the set of rejected
+/// items. The views whose rows aggregate over all users are in `GLOBAL_VIEW_NAMES`.
 pub const VIEW_NAMES: &[&str] = &[
     "sessions",
     "scores",
@@ -799,6 +819,10 @@ pub const VIEW_NAMES: &[&str] = &[
     "propensity",
     "als",
 ];
+
+/// The views whose rows aggregate over all users (keys without `user`): a row may depend
+/// on any user's events, so the checker recomputes them in full (`sequences::views_at`).
+pub const GLOBAL_VIEW_NAMES: &[&str] = sequences::SEQUENCE_VIEW_NAMES;
 
 /// `t <= now < t + span`: an event with effective time `t` is in a window of `span` ms at
 /// `now`.
@@ -866,6 +890,18 @@ impl Session {
 /// id belong to (user, id); a user's other events, by time, are cut into sessions at gaps
 /// over `params.session_gap_ms`, each named `auto-<start ms>`.
 pub fn session_list(events: &[&Event], params: &Params) -> Vec<Session> {
+    session_groups(events, params)
+        .into_iter()
+        .map(|((user, id), events)| summarize_session(user, id, &events, params))
+        .collect()
+}
+
+/// The events of each session of `session_list`, by (user, session id): in input order
+/// for a client session id, by `ts` (input order on ties) for a derived one.
+pub fn session_groups<'e>(
+    events: &[&'e Event],
+    params: &Params,
+) -> BTreeMap<(&'e str, String), Vec<&'e Event>> {
     let mut by_session: BTreeMap<(&str, String), Vec<&Event>> = BTreeMap::new();
     let mut without_id: BTreeMap<&str, Vec<&Event>> = BTreeMap::new();
     for e in events {
@@ -889,9 +925,6 @@ pub fn session_list(events: &[&Event], params: &Params) -> Vec<Session> {
         }
     }
     by_session
-        .into_iter()
-        .map(|((user, id), events)| summarize_session(user, id, &events, params))
-        .collect()
 }
 
 fn summarize_session(user: &str, id: String, events: &[&Event], params: &Params) -> Session {
@@ -1183,8 +1216,8 @@ pub fn views_at(
 /// Checks that the oracle knows a view.
 pub fn check_view_name(name: &str) {
     assert!(
-        VIEW_NAMES.contains(&name),
-        "the oracle has no view {name} (it has {VIEW_NAMES:?})"
+        VIEW_NAMES.contains(&name) || GLOBAL_VIEW_NAMES.contains(&name),
+        "the oracle has no view {name} (it has {VIEW_NAMES:?} and {GLOBAL_VIEW_NAMES:?})"
     );
 }
 
@@ -1242,9 +1275,20 @@ impl Oracle {
             check_view_name(name);
         }
         let events: Vec<&Stamped> = self.events.iter().collect();
-        let rejected = self.rejected_at(now);
+        let mut all = BTreeMap::new();
+        if views.iter().any(|v| VIEW_NAMES.contains(v)) {
+            all.append(&mut views_at(
+                &events,
+                now,
+                &self.params,
+                &self.rejected_at(now),
+            ));
+        }
+        if views.iter().any(|v| GLOBAL_VIEW_NAMES.contains(v)) {
+            all.append(&mut sequences::views_at(&events, now, &self.params));
+        }
         let mut state = State::new();
-        for (name, rows) in views_at(&events, now, &self.params, &rejected) {
+        for (name, rows) in all {
             if !views.contains(&name) {
                 continue;
             }
@@ -1323,6 +1367,7 @@ impl Oracle {
             if let Some(now) = now {
                 checker.advance_to(now, &mut dirty);
             }
+            checker.add_global_rows(fold, touched, &mut dirty);
             let mismatches: Vec<Mismatch> = dirty
                 .iter()
                 .filter_map(|row| compare_row(row, checker.expected(row), fold.get(row)))
@@ -1338,7 +1383,7 @@ impl Oracle {
                 now.map_or("-".to_string(), |t| t.to_string()),
                 self.events.len(),
                 describe_mismatches(&mismatches, 6),
-                self.describe_user_events(&mismatches, now)
+                self.describe_events(&mismatches, now)
             ))
         };
         match granularity {
@@ -1360,10 +1405,32 @@ impl Oracle {
                 "final state differs from the oracle at the last effective time {}:\n{}{}",
                 self.last_time().map_or("-".to_string(), |t| t.to_string()),
                 describe_mismatches(&mismatches, 6),
-                self.describe_user_events(&mismatches, self.last_time())
+                self.describe_events(&mismatches, self.last_time())
             ));
         }
         Ok(())
+    }
+
+    /// The events behind the first mismatches: those of the first mismatching row's user
+    /// applied at `now`, and the sessions behind the first mismatching global row.
+    fn describe_events(&self, mismatches: &[Mismatch], now: Option<i64>) -> String {
+        let mut text = self.describe_user_events(mismatches, now);
+        if let (Some(m), Some(now)) = (
+            mismatches
+                .iter()
+                .find(|m| GLOBAL_VIEW_NAMES.contains(&m.row.0.as_str())),
+            now,
+        ) {
+            let events: Vec<&Stamped> = self.events.iter().collect();
+            text += &sequences::describe_sessions(
+                &m.row.0,
+                &m.row.1.value(),
+                &events,
+                now,
+                &self.params,
+            );
+        }
+        text
     }
 
     /// The events of the first mismatching row's user that are applied at `now`.
@@ -1417,9 +1484,12 @@ impl Oracle {
     }
 }
 
-/// The oracle's state, brought forward in time for `Oracle::check`. Rows are kept per
-/// (view, user) and recomputed from scratch for the users whose events crossed a window
-/// boundary, or who have events on an item whose rejection changed.
+/// The oracle's state, brought forward in time for `Oracle::check`. Rows of per-user views
+/// are kept per (view, user) and recomputed from scratch for the users whose events crossed
+/// a window boundary, or who have events on an item whose rejection changed. Rows of global
+/// views are recomputed in full whenever an event entered or left the main window, and
+/// all of them (the oracle's rows and the engine's) are compared again whenever either side
+/// may have changed one.
 struct Checker<'o> {
     oracle: &'o Oracle,
     views: Vec<&'static str>,
@@ -1437,6 +1507,19 @@ struct Checker<'o> {
     next: usize,
     rejected: BTreeSet<String>,
     partitions: HashMap<(&'static str, String), BTreeMap<JsonKey, Value>>,
+    /// The checked views among `GLOBAL_VIEW_NAMES`.
+    global_views: Vec<&'static str>,
+    /// All their rows at `now`.
+    global: BTreeMap<RowId, Value>,
+    /// Sorted times at which an event enters or leaves the main window (the only times the
+    /// global views may change); `next_window` is the first not yet passed.
+    window_times: Vec<i64>,
+    next_window: usize,
+    /// The rows of global views the engine's output holds at the current checkpoint.
+    engine_global: BTreeSet<RowId>,
+    /// Neither the oracle's nor the engine's rows of global views changed since they
+    /// were all compared.
+    global_compared: bool,
 }
 
 impl<'o> Checker<'o> {
@@ -1454,6 +1537,19 @@ impl<'o> Checker<'o> {
                 }
             }
         }
+        let global_views: Vec<&'static str> = GLOBAL_VIEW_NAMES
+            .iter()
+            .copied()
+            .filter(|v| views.contains(v))
+            .collect();
+        let mut window_times = Vec::new();
+        if !global_views.is_empty() {
+            for s in &oracle.events {
+                window_times.push(s.effective);
+                window_times.push(s.effective.saturating_add(oracle.params.windows.span_ms));
+            }
+            window_times.sort_unstable();
+        }
         Checker {
             oracle,
             views: VIEW_NAMES
@@ -1461,6 +1557,12 @@ impl<'o> Checker<'o> {
                 .copied()
                 .filter(|v| views.contains(v))
                 .collect(),
+            global_views,
+            global: BTreeMap::new(),
+            window_times,
+            next_window: 0,
+            engine_global: BTreeSet::new(),
+            global_compared: false,
             now: None,
             user_events,
             item_users,
@@ -1472,7 +1574,11 @@ impl<'o> Checker<'o> {
         }
     }
 
-    fn expected(&self, (view_name, key): &RowId) -> Option<&Value> {
+    fn expected(&self, row: &RowId) -> Option<&Value> {
+        let (view_name, key) = row;
+        if GLOBAL_VIEW_NAMES.contains(&view_name.as_str()) {
+            return self.global.get(row);
+        }
         let user = key.field("user")?;
         let view: &'static str = VIEW_NAMES.iter().find(|v| **v == view_name)?;
         self.partitions.get(&(view, user))?.get(key)
@@ -1496,6 +1602,26 @@ impl<'o> Checker<'o> {
             self.next += 1;
         }
         let params = &self.oracle.params;
+        let window_changed = self.window_times[self.next_window..]
+            .iter()
+            .take_while(|t| **t <= now)
+            .count();
+        if window_changed > 0 {
+            self.next_window += window_changed;
+            let events: Vec<&Stamped> = self.oracle.events.iter().collect();
+            self.global = sequences::views_at(&events, now, params)
+                .into_iter()
+                .filter(|(view, _)| self.global_views.contains(view))
+                .flat_map(|(view, rows)| {
+                    rows.into_iter()
+                        .map(move |(key, value)| ((view.to_string(), JsonKey::new(&key)), value))
+                })
+                .collect();
+            self.global_compared = false;
+        }
+        if self.views.is_empty() {
+            return;
+        }
         for item in items {
             let rejected_now =
                 !rejected_items(self.item_rejections[item].iter().copied(), now, params).is_empty();
@@ -1516,6 +1642,36 @@ impl<'o> Checker<'o> {
                 }
             }
         }
+    }
+
+    /// Follows the engine's rows of global views that `touched` holds, and adds every row
+    /// of the global views (the oracle's and the engine's) to `dirty` unless neither side
+    /// changed since they were last all compared.
+    fn add_global_rows(
+        &mut self,
+        fold: &StateFold,
+        touched: &BTreeSet<RowId>,
+        dirty: &mut BTreeSet<RowId>,
+    ) {
+        if self.global_views.is_empty() {
+            return;
+        }
+        for row in touched {
+            if GLOBAL_VIEW_NAMES.contains(&row.0.as_str()) {
+                self.global_compared = false;
+                if matches!(fold.get(row), Ok(None)) {
+                    self.engine_global.remove(row);
+                } else {
+                    self.engine_global.insert(row.clone());
+                }
+            }
+        }
+        if self.global_compared {
+            return;
+        }
+        self.global_compared = true;
+        dirty.extend(self.global.keys().cloned());
+        dirty.extend(self.engine_global.iter().cloned());
     }
 
     fn replace(

@@ -1,0 +1,427 @@
+//! The `recs` view (seeds 2c, 3, 4): each user's top-K items, blended from every source
+//! the engine maintains.
+//!
+//! Sources, each a value in 0..1 (ten-thousandths) per candidate item:
+//! - `similar`: Σ level(i) · sim(i, j) / Σ level(i) over the user's top items i (the
+//!   `similar` view's input), so items like what the user wants most weigh most;
+//! - `next`: p(last → j) from the `next` view (kind item), where `last` is the item of the
+//!   user's latest event in the window;
+//! - `als`: the user's ALS candidates' predicted preference, clamped to 0..1;
+//! - `segment`: items the user's segment's content rule admits, ranked by popularity within
+//!   the segment: value (P − rank) / P;
+//! - `popular`: the segment's most popular items, the cold-start fallback, valued the same
+//!   way. Without a `segments` view, everyone is in one segment, `all`.
+//!
+//! The blended score is Σ weight · value; the `reason` is the source that contributed
+//! most. Items the user purchased in the window, and items their own score is negative for
+//! (quick exits: seed 4b's implicit feedback), are never recommended. A segment's lists reach
+//! every user of the segment, so they change rarely: popularity is recomputed once per
+//! `popular_refresh_ms` (from the state at the period's start), and ranks an item by the
+//! power of two at or below its number of users (then by id).
+//!
+//! One reduce per user holds all of its candidates, so the view changes only when the
+//! top-K list, a rank or a score does.
+
+use crate::Time;
+use crate::model::{CatalogItem, Event, EventKind, ItemId, Score, UserId};
+use crate::params::ViewParams;
+use crate::scores::ScoreKey;
+use crate::segments::segment_candidates;
+use crate::sequences::{NextSteps, StepKind};
+use crate::similar::Neighbors;
+use crate::windows::{refreshed, sliding};
+use compact_str::CompactString;
+use differential_dataflow::VecCollection;
+use differential_dataflow::hashable::Hashable;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The blend's sources, in the order they win ties for `reason`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Source {
+    Similar,
+    Next,
+    Als,
+    Segment,
+    Popular,
+}
+
+impl Source {
+    pub const ALL: [Source; 5] = [
+        Source::Similar,
+        Source::Next,
+        Source::Als,
+        Source::Segment,
+        Source::Popular,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Similar => "similar",
+            Source::Next => "next",
+            Source::Als => "als",
+            Source::Segment => "segment",
+            Source::Popular => "popular",
+        }
+    }
+}
+
+/// `[recs]`: sizes and blend weights (in thousandths).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecsParams {
+    /// Items per user in `recs`.
+    pub k: usize,
+    /// Items per user in `als`: the ALS candidates the blend draws from.
+    pub als_candidates: usize,
+    /// Items per segment in the `segment` and `popular` sources.
+    pub popular_items: usize,
+    /// Segment popularity is recomputed once per this much event time (ms): a change of a
+    /// segment's lists reaches every user in it.
+    pub popular_refresh_ms: u64,
+    /// Weight of each source, in thousandths, in [`Source::ALL`] order.
+    pub weights: [i64; 5],
+    /// The experiment variant rows carry until experiments assign one.
+    pub variant: CompactString,
+}
+
+impl Default for RecsParams {
+    fn default() -> Self {
+        RecsParams {
+            k: 10,
+            als_candidates: 20,
+            popular_items: 20,
+            popular_refresh_ms: 3_600_000,
+            weights: [1_000, 500, 1_000, 300, 100],
+            variant: CompactString::new("default"),
+        }
+    }
+}
+
+impl RecsParams {
+    pub fn weight(&self, source: Source) -> i64 {
+        self.weights[source as usize]
+    }
+}
+
+/// One recommended item: its blended score (ten-thousandths) and main source.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Rec {
+    pub item: ItemId,
+    pub score: i64,
+    pub reason: Source,
+}
+
+/// What one user's blend reads.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum BlendInput {
+    /// One of the user's top items and its intent level.
+    Top(ItemId, i64),
+    /// `level(i) · sim(i, j)` for a neighbour `j` of top item `i`.
+    Similar(ItemId, ItemId, i64),
+    /// A candidate with a source's value (not `Similar`).
+    Candidate(ItemId, Source, i64),
+    /// Excluded: purchased, or negatively scored by the user.
+    Excluded(ItemId),
+}
+
+/// The collections the blend reads; the optional ones are absent when their view is not
+/// built (no ALS model, no segments).
+pub struct BlendSources<'s> {
+    pub events: VecCollection<'s, Time, Event>,
+    pub catalog: VecCollection<'s, Time, CatalogItem>,
+    pub scores: VecCollection<'s, Time, (ScoreKey, Score)>,
+    pub top_items: VecCollection<'s, Time, (UserId, (ItemId, i64))>,
+    pub similar: VecCollection<'s, Time, (ItemId, Neighbors)>,
+    pub next: VecCollection<'s, Time, ((StepKind, CompactString), NextSteps)>,
+    pub als: Option<VecCollection<'s, Time, (UserId, crate::als::Candidates)>>,
+    /// Each user's segment name.
+    pub segments: Option<VecCollection<'s, Time, (UserId, CompactString)>>,
+}
+
+/// Maintains the `recs` view.
+pub fn recs<'s>(
+    sources: BlendSources<'s>,
+    params: &ViewParams,
+) -> VecCollection<'s, Time, (UserId, Vec<Rec>)> {
+    let BlendSources {
+        events,
+        catalog,
+        scores,
+        top_items,
+        similar,
+        next,
+        als,
+        segments,
+    } = sources;
+    let span = params.windows.span_ms;
+    let scope = events.scope();
+    let mut inputs = Vec::new();
+
+    inputs.push(
+        top_items
+            .clone()
+            .map(|(user, (item, level))| (user, BlendInput::Top(item, level))),
+    );
+    // Every source's value enters the blend at two decimals, and neighbour lists enter as
+    // one record per neighbour: a list change reaches the users of the item only through
+    // the entries whose rounded value changed, and a user's list changes only when
+    // something they would notice does.
+    let neighbors = similar.flat_map(|(item, neighbors)| {
+        neighbors
+            .into_iter()
+            .map(move |(other, sim)| (item.clone(), (other, hundredths(sim))))
+    });
+    let similar_inputs = top_items
+        .map(|(user, (item, level))| (item, (user, level)))
+        .join_map(neighbors, |item, (user, level), (other, sim)| {
+            let value = BlendInput::Similar(item.clone(), other.clone(), level * sim);
+            (user.clone(), value)
+        });
+
+    // The user's position: the item of their latest event in the window.
+    let positions = sliding(
+        events.clone().flat_map(|event| {
+            let user = event.user;
+            event.item.map(|item| (user, (event.ts, item)))
+        }),
+        span,
+    )
+    .reduce_named("Position", |_user, input, output| {
+        let ((_, item), _) = input[input.len() - 1];
+        output.push((item.clone(), 1));
+    });
+    let item_next = next
+        .flat_map(|((kind, from), steps)| (kind == StepKind::Item).then(|| (ItemId(from), steps)));
+    let next_inputs = positions
+        .map(|(user, item)| (item, user))
+        .join_map(item_next, |_item, user, steps| {
+            let candidates: Vec<(UserId, BlendInput)> = steps
+                .iter()
+                .map(|(to, p)| {
+                    let value = hundredths(*p);
+                    let candidate = BlendInput::Candidate(ItemId(to.clone()), Source::Next, value);
+                    (user.clone(), candidate)
+                })
+                .collect();
+            candidates
+        })
+        .flat_map(|candidates| candidates);
+    let mut personal = similar_inputs.concat(next_inputs);
+    if let Some(als) = als {
+        personal = personal.concat(als.flat_map(|(user, candidates)| {
+            candidates.into_iter().map(move |(item, units)| {
+                let value = hundredths(units.clamp(0, 10_000));
+                (
+                    user.clone(),
+                    BlendInput::Candidate(item, Source::Als, value),
+                )
+            })
+        }));
+    }
+    inputs.push(personal.clone());
+    let candidate_items = personal.flat_map(|(user, input)| match input {
+        BlendInput::Similar(_, item, _) | BlendInput::Candidate(item, _, _) => Some((user, item)),
+        _ => None,
+    });
+
+    // Segments: each user's, or one `all` segment for everyone scored.
+    let user_segments = match segments {
+        Some(segments) => segments,
+        None => scores
+            .clone()
+            .map(|((user, _), _)| (user, ()))
+            .reduce_named("ScoredUsers", |_user, _input, output| output.push(((), 1)))
+            .map(|(user, ())| (user, CompactString::new("all"))),
+    };
+    // Segment rules (seed 2c) raise the personal candidates the user's segment admits.
+    let admitted = segment_candidates(catalog.clone(), &params.segments).map(|pair| (pair, ()));
+    inputs.push(
+        candidate_items
+            .clone()
+            .join_map(user_segments.clone(), |user, item, segment| {
+                ((segment.clone(), item.clone()), user.clone())
+            })
+            .join_map(admitted, |(_, item), user, ()| {
+                let boost = BlendInput::Candidate(item.clone(), Source::Segment, 10_000);
+                (user.clone(), boost)
+            }),
+    );
+    // Cold start: users with fewer than K personal candidates also get their segment's
+    // popular items (all, and those its rule admits). Only they: a segment's lists would
+    // otherwise reach every user in it each time they change.
+    let k = params.recs.k;
+    let enough = candidate_items
+        .reduce_named("PersonalCandidates", move |_user, input, output| {
+            if input.len() >= k {
+                output.push(((), 1));
+            }
+        })
+        .map(|(user, ())| user);
+    let popular = segment_popularity(scores.clone(), user_segments.clone(), catalog, params);
+    inputs.push(
+        user_segments
+            .antijoin(enough)
+            .map(|(user, segment)| (segment, user))
+            .join_map(popular, |_segment, user, (item, source, value)| {
+                (
+                    user.clone(),
+                    BlendInput::Candidate(item.clone(), *source, *value),
+                )
+            }),
+    );
+
+    let purchased = sliding(
+        events.flat_map(|event| {
+            let purchase = event.kind == EventKind::Purchase;
+            let user = event.user;
+            event
+                .item
+                .filter(|_| purchase)
+                .map(|item| (user, BlendInput::Excluded(item)))
+        }),
+        span,
+    );
+    inputs.push(purchased);
+    inputs.push(scores.flat_map(|((user, item), score)| {
+        (score.0 < 0).then(|| (user, BlendInput::Excluded(item)))
+    }));
+
+    let recs = params.recs.clone();
+    differential_dataflow::collection::concatenate(scope, inputs).reduce_named(
+        "Recs",
+        move |_user, input, output| {
+            let list = blend(input.iter().map(|(entry, _)| *entry), &recs);
+            if !list.is_empty() {
+                output.push((list, 1));
+            }
+        },
+    )
+}
+
+/// Ten-thousandths rounded half up to whole hundredths (0.1234 → 0.12).
+fn hundredths(units: i64) -> i64 {
+    (units + 50).div_euclid(100) * 100
+}
+
+/// One user's top-K from their blend inputs.
+fn blend<'a>(inputs: impl Iterator<Item = &'a BlendInput>, params: &RecsParams) -> Vec<Rec> {
+    let mut levels = 0i64;
+    let mut similar: BTreeMap<&ItemId, i64> = BTreeMap::new();
+    let mut values: BTreeMap<&ItemId, [i64; 5]> = BTreeMap::new();
+    let mut excluded: Vec<&ItemId> = Vec::new();
+    for input in inputs {
+        match input {
+            BlendInput::Top(_, level) => levels += level,
+            BlendInput::Similar(_, other, weighted) => {
+                *similar.entry(other).or_default() += weighted
+            }
+            BlendInput::Candidate(item, source, value) => {
+                let slot = &mut values.entry(item).or_default()[*source as usize];
+                *slot = (*slot).max(*value);
+            }
+            BlendInput::Excluded(item) => excluded.push(item),
+        }
+    }
+    for (item, weighted) in similar {
+        values.entry(item).or_default()[Source::Similar as usize] =
+            crate::features::mean_half_up(weighted, levels);
+    }
+    let mut ranked: Vec<Rec> = values
+        .into_iter()
+        .filter(|(item, _)| !excluded.contains(item))
+        .filter_map(|(item, by_source)| {
+            let mut total = 0;
+            let mut best = (0, Source::Similar);
+            for source in Source::ALL {
+                let part = params.weight(source) * by_source[source as usize];
+                total += part;
+                if part > best.0 {
+                    best = (part, source);
+                }
+            }
+            (total > 0).then(|| Rec {
+                item: item.clone(),
+                score: (total + 500) / 1_000,
+                reason: best.1,
+            })
+        })
+        .collect();
+    ranked.sort_by(|a, b| b.score.cmp(&a.score).then_with(|| a.item.cmp(&b.item)));
+    ranked.truncate(params.k);
+    ranked
+}
+
+/// The power of two at or below `n` (0 for 0): popularity in steps that rarely change.
+fn popularity_step(n: i64) -> i64 {
+    if n <= 0 {
+        0
+    } else {
+        1 << (63 - n.leading_zeros())
+    }
+}
+
+/// Per segment, the `popular_items` most popular items (`popular`) and the most popular
+/// items its content rule admits (`segment`), each with value (P − rank) / P.
+fn segment_popularity<'s>(
+    scores: VecCollection<'s, Time, (ScoreKey, Score)>,
+    user_segments: VecCollection<'s, Time, (UserId, CompactString)>,
+    catalog: VecCollection<'s, Time, CatalogItem>,
+    params: &ViewParams,
+) -> VecCollection<'s, Time, (CompactString, (ItemId, Source, i64))> {
+    // Users with a positive score for the item, per segment, as of the period's start.
+    let every = params.recs.popular_refresh_ms;
+    let positive = scores
+        .filter(|(_, score)| score.0 > 0)
+        .map(|((user, item), _)| (user, item));
+    let counts = refreshed(positive, every)
+        .join_map(refreshed(user_segments, every), |_user, item, segment| {
+            (segment.clone(), item.clone())
+        })
+        .count()
+        .map(|((segment, item), users)| ((segment, item), popularity_step(users as i64)));
+    let admitted = segment_candidates(catalog, &params.segments).map(|pair| (pair, ()));
+    let ruled = counts
+        .clone()
+        .join_map(admitted, |(segment, item), step, ()| {
+            ((segment.clone(), item.clone()), *step)
+        });
+    let count = params.recs.popular_items;
+    let mut lists = top_per_segment(counts, count, Source::Popular);
+    lists = lists.concat(top_per_segment(ruled, count, Source::Segment));
+    lists
+}
+
+/// The `count` best (step descending, item ascending) items per segment, in two stages
+/// (per segment and item hash bucket, then per segment) so a change re-ranks one bucket
+/// and one merge instead of the segment's whole catalogue.
+fn top_per_segment<'s>(
+    steps: VecCollection<'s, Time, ((CompactString, ItemId), i64)>,
+    count: usize,
+    source: Source,
+) -> VecCollection<'s, Time, (CompactString, (ItemId, Source, i64))> {
+    const BUCKETS: u64 = 64;
+    let best = move |input: &[(&(i64, ItemId), isize)],
+                     output: &mut Vec<((i64, ItemId), isize)>| {
+        // Values sort ascending by (step, item); the best are the largest steps, then the
+        // smallest items: walk steps downwards, items upwards within a step.
+        let mut ranked: Vec<&(i64, ItemId)> = input.iter().map(|(value, _)| *value).collect();
+        ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        for value in ranked.into_iter().take(count) {
+            output.push((value.clone(), 1));
+        }
+    };
+    steps
+        .map(|((segment, item), step)| ((segment, item.hashed() % BUCKETS), (step, item)))
+        .reduce_named("PopularBuckets", move |_key, input, output| {
+            best(input, output)
+        })
+        .map(|((segment, _bucket), value)| (segment, value))
+        .reduce_named("Popular", move |_segment, input, output| {
+            let mut ranked: Vec<&(i64, ItemId)> = input.iter().map(|(value, _)| *value).collect();
+            ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+            for (rank, (_, item)) in ranked.into_iter().take(count).enumerate() {
+                let value = ((count - rank) as i64 * 10_000) / count as i64;
+                output.push(((item.clone(), source, value), 1));
+            }
+        })
+}
