@@ -116,8 +116,8 @@ pub struct Rec {
 enum BlendInput {
     /// One of the user's top items and its intent level.
     Top(ItemId, i64),
-    /// `level(i) · sim(i, j)` for a neighbour `j` of top item `i`.
-    Similar(ItemId, ItemId, i64),
+    /// Σ `level(i) · sim(i, j)` over the user's top items `i` with neighbour `j`.
+    Similar(ItemId, i64),
     /// A candidate with a source's value (not `Similar`).
     Candidate(ItemId, Source, i64),
     /// Excluded: purchased, or negatively scored by the user.
@@ -166,17 +166,22 @@ pub fn recs<'s>(
     // one record per neighbour: a list change reaches the users of the item only through
     // the entries whose rounded value changed, and a user's list changes only when
     // something they would notice does.
+    // Neighbours whose similarity rounds to 0 are left out. The sum over the user's top
+    // items is kept per (user, candidate), so the blend reads one record per candidate.
     let neighbors = similar.flat_map(|(item, neighbors)| {
-        neighbors
-            .into_iter()
-            .map(move |(other, sim)| (item.clone(), (other, hundredths(sim))))
+        neighbors.into_iter().filter_map(move |(other, sim)| {
+            let sim = hundredths(sim);
+            (sim > 0).then(|| (item.clone(), (other, sim)))
+        })
     });
     let similar_inputs = top_items
         .map(|(user, (item, level))| (item, (user, level)))
-        .join_map(neighbors, |item, (user, level), (other, sim)| {
-            let value = BlendInput::Similar(item.clone(), other.clone(), level * sim);
-            (user.clone(), value)
-        });
+        .join_map(neighbors, |_item, (user, level), (other, sim)| {
+            ((user.clone(), other.clone()), level * sim)
+        })
+        .explode(|(key, weighted)| Some((key, weighted as isize)))
+        .count()
+        .map(|((user, other), weighted)| (user, BlendInput::Similar(other, weighted as i64)));
 
     // The user's position: the item of their latest event in the window.
     let positions = sliding(
@@ -220,7 +225,7 @@ pub fn recs<'s>(
     }
     inputs.push(personal.clone());
     let candidate_items = personal.flat_map(|(user, input)| match input {
-        BlendInput::Similar(_, item, _) | BlendInput::Candidate(item, _, _) => Some((user, item)),
+        BlendInput::Similar(item, _) | BlendInput::Candidate(item, _, _) => Some((user, item)),
         _ => None,
     });
 
@@ -312,9 +317,7 @@ fn blend<'a>(inputs: impl Iterator<Item = &'a BlendInput>, params: &RecsParams) 
     for input in inputs {
         match input {
             BlendInput::Top(_, level) => levels += level,
-            BlendInput::Similar(_, other, weighted) => {
-                *similar.entry(other).or_default() += weighted
-            }
+            BlendInput::Similar(other, weighted) => *similar.entry(other).or_default() += weighted,
             BlendInput::Candidate(item, source, value) => {
                 let slot = &mut values.entry(item).or_default()[*source as usize];
                 *slot = (*slot).max(*value);
