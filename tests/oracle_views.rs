@@ -1,5 +1,6 @@
-//! The views `sessions`, `scores`, `affinity` and `features` (and the model and sequence
-//! views) against the batch oracle (DESIGN.md §8, semantics briefs for issues 2–5).
+//! The views `sessions`, `scores`, `affinity` and `features` (and the model, sequence,
+//! `similar` and `recs` views) against the batch oracle (DESIGN.md §8, semantics briefs for
+//! issues 2–5).
 //!
 //! - `oracle_*`: the oracle and the checking machinery on hand-made inputs with
 //!   hand-computed expectations (no binary needed: `cargo test --test oracle_views oracle_`);
@@ -1543,10 +1544,11 @@ fn oracle_config_errors_name_the_key() {
 // --- the checking machinery, fed with output written from the oracle itself -------------
 
 /// What a correct engine prints for `oracle`: at every time a view changes (events
-/// entering and leaving windows, up to the last effective time) the consolidated changes,
+/// entering and leaving windows, refreshes of `similar` and `recs`, up to the last
+/// effective time) the consolidated changes,
 /// then a progress line just above it, then `{"progress":null}`.
 fn simulated_engine_output(oracle: &Oracle, views: &[&str]) -> String {
-    let times = oracle.change_times();
+    let times = oracle.change_times_for(views);
     let mut out = String::new();
     let mut before = State::new();
     let change = |row: &RowId, value: &Value, time: i64, diff: i64| {
@@ -3320,4 +3322,1099 @@ fn engine_sequence_views_with_a_custom_config_two_workers() {
     }
     funnel_steps.sort();
     assert_eq!(funnel_steps, ["category", "product", "purchase"]);
+}
+
+// --- issue 5: similar and recs ----------------------------------------------------------
+
+const RECS_VIEWS: [&str; 2] = ["similar", "recs"];
+
+fn similar_row(item: &str, neighbors: &[(&str, f64)]) -> (&'static str, Value, Value) {
+    let list: Vec<Value> = neighbors
+        .iter()
+        .map(|(b, score)| json!({"item": b, "score": score}))
+        .collect();
+    (
+        "similar",
+        json!({ "item": item }),
+        json!({ "neighbors": list }),
+    )
+}
+
+fn recs_row(user: &str, items: &[(&str, f64, &str)]) -> (&'static str, Value, Value) {
+    let list: Vec<Value> = items
+        .iter()
+        .map(|(item, score, reason)| json!({"item": item, "score": score, "reason": reason}))
+        .collect();
+    (
+        "recs",
+        json!({ "user": user }),
+        json!({"variant": "default", "items": list}),
+    )
+}
+
+/// `views` at `now` are exactly `expected` (every field of every row, at any depth).
+fn assert_views_exactly_at(
+    oracle: &Oracle,
+    views: &[&str],
+    now: i64,
+    expected: State,
+    context: &str,
+) {
+    fn same_shape(expected: &Value, actual: &Value) -> bool {
+        match (expected, actual) {
+            (Value::Object(e), Value::Object(a)) => {
+                e.len() == a.len() && e.iter().all(|(k, v)| same_shape(v, &a[k]))
+            }
+            (Value::Array(e), Value::Array(a)) => {
+                e.len() == a.len() && e.iter().zip(a).all(|(e, a)| same_shape(e, a))
+            }
+            _ => true,
+        }
+    }
+    let actual = oracle.state_at(views, now);
+    assert_states_match(&expected, &actual, context);
+    for (row, (value, _)) in &actual {
+        assert!(
+            same_shape(&expected[row].0, value),
+            "{context}: {row:?} has other fields: {value}"
+        );
+    }
+}
+
+/// Four users on p1–p4 (default config), one event a second from T0 + 10 s, one more
+/// click at T0 + 90 s, and a page view without item (of u5) at T0 + 3 min. Scores at T0 + 60 s (level):
+/// u1 p1 1 (1), p2 3 (2), p3 8 (4; bought); u2 p1 4 (3), p2 1 (1), p3 2 (2);
+/// u3 p1 1 (1), p4 1 (1); u4 p4 5 (3, bought). At T0 + 90 s u3 clicks p2.
+/// Item sequences: u1 p1 p2 p3, u2 p1 p2 p3, u3 p1 p4 (then p2), u4 p4.
+fn similar_case() -> Case {
+    let at = |s: i64| T0 + s * SECOND;
+    Case::new(&[
+        on_item(event("u1", "click", at(10)), "p1"),
+        on_item(event("u1", "add_to_cart", at(11)), "p2"),
+        on_item(event("u1", "add_to_cart", at(12)), "p3"),
+        on_item(event("u1", "purchase", at(13)), "p3"),
+        on_item(event("u2", "add_to_cart", at(14)), "p1"),
+        on_item(event("u2", "click", at(15)), "p1"),
+        on_item(event("u2", "click", at(16)), "p2"),
+        on_item(event("u2", "wishlist", at(17)), "p3"),
+        on_item(event("u3", "click", at(18)), "p1"),
+        on_item(event("u3", "click", at(19)), "p4"),
+        on_item(event("u4", "purchase", at(20)), "p4"),
+        on_item(event("u3", "click", at(90)), "p2"),
+        // takes the input past the second refresh (T0 + 120 s)
+        event("u5", "page_view", T0 + 3 * MINUTE),
+    ])
+}
+
+#[test]
+#[allow(clippy::approx_constant)] // 0.7071 is 3/√18 as printed, to four decimals
+fn oracle_similar_levels_min_users_and_refresh() {
+    let oracle = similar_case().oracle();
+    // norms (sums of levels): p1 1+3+1 = 5, p2 2+1 = 3, p3 4+2 = 6, p4 1+3 = 4.
+    // co: (p1,p2) min(1,2)+min(3,1) = 2 → 2/√15 = 0.5164; (p1,p3) 1+2 = 3 → 3/√30 =
+    // 0.5477; (p2,p3) 2+1 = 3 → 3/√18 = 0.7071; (p1,p4) only u3: below min_users.
+    let first = state_of([
+        similar_row("p1", &[("p3", 0.5477), ("p2", 0.5164)]),
+        similar_row("p2", &[("p3", 0.7071), ("p1", 0.5164)]),
+        similar_row("p3", &[("p2", 0.7071), ("p1", 0.5477)]),
+    ]);
+    // the last refresh before T0 + 60 s is T0, before every event
+    assert_views_exactly_at(
+        &oracle,
+        &["similar"],
+        T0 + 59_999,
+        State::new(),
+        "before the first refresh",
+    );
+    assert_views_exactly_at(
+        &oracle,
+        &["similar"],
+        T0 + MINUTE,
+        first.clone(),
+        "T0 + 60 s",
+    );
+    // u3's click on p2 at T0 + 90 s shows only from the next refresh
+    assert_views_exactly_at(
+        &oracle,
+        &["similar"],
+        T0 + 2 * MINUTE - 1,
+        first,
+        "before the second refresh",
+    );
+    // norm p2 = 4; (p1,p2) has u1, u2, u3: 1+1+1 = 3 → 3/√20 = 0.6708; (p2,p3) 3/√24 =
+    // 0.6124; (p2,p4) only u3.
+    let second = state_of([
+        similar_row("p1", &[("p2", 0.6708), ("p3", 0.5477)]),
+        similar_row("p2", &[("p1", 0.6708), ("p3", 0.6124)]),
+        similar_row("p3", &[("p2", 0.6124), ("p1", 0.5477)]),
+    ]);
+    assert_views_exactly_at(&oracle, &["similar"], T0 + 2 * MINUTE, second, "T0 + 120 s");
+
+    // recent_items = 2: top items u1 p3 (4) p2 (2); u2 p1 (3) p3 (2); u3 p1 p4 (a tie on
+    // score: by item); u4 p4. Norms p1 4, p2 2, p3 6, p4 4; every pair has one user.
+    let config = "[similar]\nrecent_items = 2\nmin_users = 1\n";
+    let oracle = similar_case().config(config).oracle();
+    let expected = state_of([
+        // (p1,p3) min(3,2) = 2 → 2/√24; (p1,p4) 1/√16
+        similar_row("p1", &[("p3", 0.4082), ("p4", 0.25)]),
+        // (p2,p3) min(2,4) = 2 → 2/√12
+        similar_row("p2", &[("p3", 0.5774)]),
+        similar_row("p3", &[("p2", 0.5774), ("p1", 0.4082)]),
+        similar_row("p4", &[("p1", 0.25)]),
+    ]);
+    assert_views_exactly_at(
+        &oracle,
+        &["similar"],
+        T0 + MINUTE,
+        expected,
+        "recent_items 2",
+    );
+}
+
+/// Three items clicked by the same two users: every similarity is 1, ties go to the
+/// smaller item, and `k` keeps the first.
+#[test]
+fn oracle_similar_ties_and_k() {
+    let mut events = Vec::new();
+    for (i, user) in ["u1", "u2"].into_iter().enumerate() {
+        for (j, item) in ["c", "a", "b"].into_iter().enumerate() {
+            let ts = T0 + (10 + 3 * i as i64 + j as i64) * SECOND;
+            events.push(on_item(event(user, "click", ts), item));
+        }
+    }
+    let oracle = Case::new(&events).config("[similar]\nk = 1\n").oracle();
+    let expected = state_of([
+        similar_row("a", &[("b", 1.0)]),
+        similar_row("b", &[("a", 1.0)]),
+        similar_row("c", &[("a", 1.0)]),
+    ]);
+    assert_views_exactly_at(&oracle, &["similar"], T0 + MINUTE, expected, "k 1");
+    let similar = oracle.state_at(&["similar"], T0 + MINUTE);
+    let row = &similar[&("similar".to_string(), JsonKey::new(&json!({"item": "a"})))].0;
+    assert_eq!(row["neighbors"][0]["score"].to_string(), "1");
+}
+
+#[test]
+fn oracle_recs_average_similar_by_level_and_follow_next() {
+    let oracle = similar_case().oracle();
+    // T0 + 60 s (similar of the first refresh; no popularity before T0 + 1 h; segment
+    // "all" has no content rule). Values are means of level · sim (to two decimals) over
+    // the sum of the levels, e.g. u1 (levels p3 4, p2 2, p1 1; L = 7):
+    // p1 = (4·0.55 + 2·0.52) / 7 = 0.4629; p2 = (4·0.71 + 1·0.52) / 7 = 0.48 (0.48000);
+    // p3 (bought) is excluded. u3 (p1 1, p4 1; L = 2): p3 0.55 / 2 = 0.275, p2 0.26.
+    // u2 (p1 3, p3 2, p2 1; L = 6): p1 (2·0.55 + 0.52) / 6 = 0.27; p2 (3·0.52 + 2·0.71)
+    // / 6 = 0.4967; p3 (3·0.55 + 0.71) / 6 = 0.3933. u4: p4 has no neighbours, and
+    // nothing follows p4 yet.
+    let at_60 = state_of([
+        recs_row("u1", &[("p2", 0.48, "similar"), ("p1", 0.4629, "similar")]),
+        recs_row(
+            "u2",
+            &[
+                ("p2", 0.4967, "similar"),
+                ("p3", 0.3933, "similar"),
+                ("p1", 0.27, "similar"),
+            ],
+        ),
+        recs_row("u3", &[("p3", 0.275, "similar"), ("p2", 0.26, "similar")]),
+    ]);
+    assert_views_exactly_at(&oracle, &["recs"], T0 + MINUTE, at_60.clone(), "T0 + 60 s");
+    // T0 + 90 s: u3 now has p1, p2, p4 (level 1 each, L = 3) but similar is still the
+    // first one: p3 (0.55 + 0.71) / 3 = 0.42, p1 = p2 = 0.52 / 3 = 0.1733. u3's position
+    // is p2, and p2 → p3 in both u1's and u2's sessions: next p3 = 1; 0.5 · 1 beats
+    // 1.0 · 0.42. u4's position p4 now leads to p2 (u3's session p1 p4 p2).
+    let mut at_90 = at_60;
+    at_90.extend(state_of([
+        recs_row(
+            "u3",
+            &[
+                ("p3", 0.92, "next"),
+                ("p1", 0.1733, "similar"),
+                ("p2", 0.1733, "similar"),
+            ],
+        ),
+        recs_row("u4", &[("p2", 0.5, "next")]),
+    ]));
+    assert_views_exactly_at(&oracle, &["recs"], T0 + 90 * SECOND, at_90, "T0 + 90 s");
+    // T0 + 120 s: the second similar. u1: p1 (4·0.55 + 2·0.67) / 7 = 0.5057, p2 (4·0.61
+    // + 0.67) / 7 = 0.4443; u2: p1 (2·0.55 + 0.67) / 6 = 0.295, p2 (3·0.67 + 2·0.61) / 6
+    // = 0.5383, p3 (3·0.55 + 0.61) / 6 = 0.3767; u3: p3 (0.55 + 0.61) / 3 = 0.3867 + 0.5,
+    // p1 = p2 = 0.67 / 3 = 0.2233.
+    let at_120 = state_of([
+        recs_row(
+            "u1",
+            &[("p1", 0.5057, "similar"), ("p2", 0.4443, "similar")],
+        ),
+        recs_row(
+            "u2",
+            &[
+                ("p2", 0.5383, "similar"),
+                ("p3", 0.3767, "similar"),
+                ("p1", 0.295, "similar"),
+            ],
+        ),
+        recs_row(
+            "u3",
+            &[
+                ("p3", 0.8867, "next"),
+                ("p1", 0.2233, "similar"),
+                ("p2", 0.2233, "similar"),
+            ],
+        ),
+        recs_row("u4", &[("p2", 0.5, "next")]),
+    ]);
+    assert_views_exactly_at(&oracle, &["recs"], T0 + 2 * MINUTE, at_120, "T0 + 120 s");
+}
+
+/// Seven users on articles a1, a2 and products p1, p2 (one event a second from T0 + 10 s),
+/// popularity refreshed every 10 minutes, 3 popular items, the segment "all" offered
+/// articles, and no similar pairs (min_users 10).
+/// Positive scores: a1 u1 u2 (2 users: step 2), a2 u1 u3 u4 (3: step 2), p1 u1 u2 u6 u7
+/// (4: step 4), p2 u7 (1). u5 left a1 quickly (score -1); u6 bought p1; u7 clicked p2
+/// and p1 at the same ts.
+/// Item sequences: u1 a1 a2 p1, u2 a1 p1, u3 a2, u4 a2, u5 a1, u6 p1, u7 p1 p2 (ts tie:
+/// by item). next: a1 → a2 0.5, p1 0.5; a2 → p1 1; p1 → p2 1.
+/// Positions: u1 u2 u6 p1, u3 u4 a2, u5 a1, u7 p2 (ts tie: the greater item).
+fn cold_start_case(extra_config: &str) -> Case {
+    let at = |s: i64| T0 + s * SECOND;
+    let config = format!(
+        "[similar]\nmin_users = 10\n[recs]\npopular_refresh_ms = 600000\npopular_items = 3\n{extra_config}\n[rules]\nall = {{ kinds = [\"article\"] }}\n"
+    );
+    Case::new(&[
+        on_item(event("u1", "click", at(10)), "a1"),
+        on_item(event("u1", "click", at(11)), "a2"),
+        on_item(event("u1", "click", at(12)), "p1"),
+        on_item(event("u2", "click", at(13)), "a1"),
+        on_item(event("u2", "click", at(14)), "p1"),
+        on_item(event("u3", "click", at(15)), "a2"),
+        on_item(event("u4", "click", at(16)), "a2"),
+        dwell(on_item(event("u5", "page_view", at(17)), "a1"), 2000),
+        on_item(event("u6", "purchase", at(18)), "p1"),
+        on_item(event("u7", "click", at(19)), "p2"),
+        on_item(event("u7", "click", at(19)), "p1"),
+        // takes the input past two popularity refreshes; u8 has no score: no segment
+        event("u8", "page_view", T0 + 25 * MINUTE),
+    ])
+    .config(&config)
+    .catalog(&[
+        json!({"item": "a1", "category": "news", "kind": "article"}),
+        json!({"item": "a2", "category": "news", "kind": "article"}),
+        json!({"item": "p1", "category": "shoes", "kind": "product"}),
+        json!({"item": "p2", "category": "shoes", "kind": "product"}),
+    ])
+}
+
+#[test]
+fn oracle_recs_cold_start_popularity_segment_boost_and_exclusions() {
+    let oracle = cold_start_case("").oracle();
+    // before the first popularity refresh with events (T0 + 10 min): personal candidates
+    // only. u3, u4: next p1 (0.5 · 1). u5: a2 (next 0.5, and the segment's rule admits
+    // it: 0.5 · 0.5 + 0.3 · 1 = 0.55), p1 (0.5 · 0.5); a1 is excluded (negative score).
+    // u1, u2, u6: next p2 (0.5 · 1); u7's position p2 leads nowhere.
+    let before = state_of([
+        recs_row("u1", &[("p2", 0.5, "next")]),
+        recs_row("u2", &[("p2", 0.5, "next")]),
+        recs_row("u3", &[("p1", 0.5, "next")]),
+        recs_row("u4", &[("p1", 0.5, "next")]),
+        recs_row("u5", &[("a2", 0.55, "segment"), ("p1", 0.25, "next")]),
+        recs_row("u6", &[("p2", 0.5, "next")]),
+    ]);
+    assert_views_exactly_at(
+        &oracle,
+        &["recs"],
+        T0 + 10 * MINUTE - 1,
+        before,
+        "T0 + 10 min - 1",
+    );
+    // from T0 + 10 min: popular p1 (step 4) 1, a1 (step 2) 2/3, a2 (step 2, a tie: by
+    // item) 1/3, p2 cut; segment (articles only) a1 1, a2 2/3. Everyone is a cold-start
+    // user (fewer than 10 personal candidates). a1: 0.1 · 0.6666 + 0.3 · 1 = 0.3667;
+    // a2: 0.1 · 0.3333 + 0.3 · 0.6666 = 0.2333; p1: 0.1.
+    let after = state_of([
+        recs_row(
+            "u1",
+            &[
+                ("p2", 0.5, "next"),
+                ("a1", 0.3667, "segment"),
+                ("a2", 0.2333, "segment"),
+                ("p1", 0.1, "popular"),
+            ],
+        ),
+        recs_row(
+            "u2",
+            &[
+                ("p2", 0.5, "next"),
+                ("a1", 0.3667, "segment"),
+                ("a2", 0.2333, "segment"),
+                ("p1", 0.1, "popular"),
+            ],
+        ),
+        // p1: 0.5 · 1 + 0.1 · 1
+        recs_row(
+            "u3",
+            &[
+                ("p1", 0.6, "next"),
+                ("a1", 0.3667, "segment"),
+                ("a2", 0.2333, "segment"),
+            ],
+        ),
+        recs_row(
+            "u4",
+            &[
+                ("p1", 0.6, "next"),
+                ("a1", 0.3667, "segment"),
+                ("a2", 0.2333, "segment"),
+            ],
+        ),
+        // a2: 0.5 · 0.5 + 0.3 · 1 (the boost beats the list's 2/3) + 0.1 · 0.3333;
+        // p1: 0.5 · 0.5 + 0.1 · 1; a1 excluded
+        recs_row("u5", &[("a2", 0.5833, "segment"), ("p1", 0.35, "next")]),
+        // p1 bought: excluded
+        recs_row(
+            "u6",
+            &[
+                ("p2", 0.5, "next"),
+                ("a1", 0.3667, "segment"),
+                ("a2", 0.2333, "segment"),
+            ],
+        ),
+        recs_row(
+            "u7",
+            &[
+                ("a1", 0.3667, "segment"),
+                ("a2", 0.2333, "segment"),
+                ("p1", 0.1, "popular"),
+            ],
+        ),
+    ]);
+    assert_views_exactly_at(
+        &oracle,
+        &["recs"],
+        T0 + 10 * MINUTE,
+        after.clone(),
+        "T0 + 10 min",
+    );
+    assert_views_exactly_at(
+        &oracle,
+        &["recs"],
+        T0 + 20 * MINUTE - 1,
+        after,
+        "T0 + 20 min - 1",
+    );
+}
+
+#[test]
+fn oracle_recs_blend_weights_reason_ties_and_k() {
+    // popular weighs 0.5: u3's p1 has next 0.5 · 1 and popular 0.5 · 1, a tie that goes
+    // to next; a1 popular 0.5 · 0.6666 = 0.3333 beats segment 0.3; a2 segment 0.2 beats
+    // popular 0.1667 (sum 0.36663: 0.3666). u1's p1 and p2 tie on score: by item.
+    let oracle = cold_start_case("weights = { popular = 0.5 }").oracle();
+    let expected = state_of([
+        recs_row(
+            "u1",
+            &[
+                ("a1", 0.6333, "popular"),
+                ("p1", 0.5, "popular"),
+                ("p2", 0.5, "next"),
+                ("a2", 0.3666, "segment"),
+            ],
+        ),
+        recs_row(
+            "u3",
+            &[
+                ("p1", 1.0, "next"),
+                ("a1", 0.6333, "popular"),
+                ("a2", 0.3666, "segment"),
+            ],
+        ),
+    ]);
+    let recs = oracle.state_at(&["recs"], T0 + 10 * MINUTE);
+    assert_states_match(&expected, &only_rows(&recs, &expected), "popular 0.5");
+    let u3 = &recs[&("recs".to_string(), JsonKey::new(&json!({"user": "u3"})))].0;
+    assert_eq!(u3["items"][0]["score"].to_string(), "1");
+    // k = 2: u5 has 2 personal candidates (a2, p1), no longer a cold-start user; u3 has
+    // one (p1) and keeps the popular lists, cut to 2 items
+    let oracle = cold_start_case("k = 2").oracle();
+    let expected = state_of([
+        recs_row("u5", &[("a2", 0.55, "segment"), ("p1", 0.25, "next")]),
+        recs_row("u3", &[("p1", 0.6, "next"), ("a1", 0.3667, "segment")]),
+        recs_row("u1", &[("p2", 0.5, "next"), ("a1", 0.3667, "segment")]),
+    ]);
+    let recs = oracle.state_at(&["recs"], T0 + 10 * MINUTE);
+    assert_states_match(&expected, &only_rows(&recs, &expected), "k 2");
+}
+
+/// The rows of `state` that `rows` has.
+fn only_rows(state: &State, rows: &State) -> State {
+    state
+        .iter()
+        .filter(|(row, _)| rows.contains_key(*row))
+        .map(|(row, value)| (row.clone(), value.clone()))
+        .collect()
+}
+
+/// A k-means model over one feature (`purchases`, unscaled): centres 0 (browsers) and 1
+/// (buyers).
+fn purchases_kmeans() -> Value {
+    json!({
+        "kind": "kmeans",
+        "transform": {"features": [{"feature": "purchases", "log": false, "mean": 0.0, "std": 0.0}]},
+        "segments": [
+            {"id": "c0", "name": "browsers", "center": [0.0]},
+            {"id": "c1", "name": "buyers", "center": [1.0]},
+        ],
+        "trained": {"k": 2, "seed": 7, "users": 6},
+    })
+}
+
+/// Buyers b1–b3 (one purchase each) and browsers w1–w3 (none; w3 has no item event at
+/// all), one event a second from T0 + 10 s (and a page view of w4 at T0 + 61 min), with
+/// default rules: buyers are offered premium
+/// products and offers (p1 only: p2 is not premium, o1 has no `premium`), browsers guides
+/// and articles.
+/// Item sequences: b1 p2 p1, b2 o1 p1, b3 o1 p2, w1 g1 a1, w2 a1 p2. No similar pairs.
+fn segments_case(config: &str) -> Case {
+    let at = |s: i64| T0 + s * SECOND;
+    let mut case = Case::new(&[
+        on_item(event("b1", "purchase", at(10)), "p2"),
+        on_item(event("b1", "click", at(11)), "p1"),
+        on_item(event("b2", "purchase", at(12)), "o1"),
+        on_item(event("b2", "click", at(13)), "p1"),
+        on_item(event("b3", "purchase", at(14)), "o1"),
+        on_item(event("b3", "click", at(15)), "p2"),
+        on_item(event("w1", "click", at(16)), "g1"),
+        on_item(event("w1", "click", at(17)), "a1"),
+        on_item(event("w2", "click", at(18)), "a1"),
+        on_item(event("w2", "click", at(19)), "p2"),
+        event("w3", "page_view", at(20)),
+        // takes the input past the popularity refresh at T0 + 1 h
+        event("w4", "page_view", T0 + 61 * MINUTE),
+    ])
+    .config(config)
+    .catalog(&[
+        json!({"item": "g1", "category": "c", "kind": "guide"}),
+        json!({"item": "a1", "category": "c", "kind": "article"}),
+        json!({"item": "p1", "category": "c", "kind": "product", "premium": true}),
+        json!({"item": "p2", "category": "c", "kind": "product", "premium": false}),
+        json!({"item": "o1", "category": "c", "kind": "offer"}),
+    ]);
+    case.params.models.kmeans = Some(purchases_kmeans());
+    case
+}
+
+#[test]
+fn oracle_recs_segments_from_a_kmeans_model_and_content_rules() {
+    let oracle = segments_case("").oracle();
+    let segments = oracle.state_at(&["segments"], T0 + HOUR);
+    let names: Vec<String> = segments
+        .values()
+        .map(|(v, _)| v["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "buyers", "buyers", "buyers", "browsers", "browsers", "browsers"
+        ]
+    );
+    // at T0 + 1 h (the popularity of all events): buyers p1 (2 users), o1 (2), p2 (2): all
+    // step 2, by item: o1 1, p1 0.95, p2 0.9; admitted: p1 1. Browsers a1 (2) 1, g1 (1)
+    // 0.95, p2 (1) 0.9; admitted a1 1, g1 0.95.
+    // b1: p2 bought; p1 0.1 · 0.95 + 0.3 · 1; o1 0.1 · 1.
+    // b3: position p2 → p1 (next 1), a premium product: boosted; o1 bought.
+    // w1: position a1 → p2 (next 1): 0.5 + 0.1 · 0.9.
+    // w2: position p2 → p1 (next 1), not for browsers.
+    // w3: no position, no score: popularity only (a segment from its features).
+    let expected = state_of([
+        recs_row("b1", &[("p1", 0.395, "segment"), ("o1", 0.1, "popular")]),
+        recs_row("b2", &[("p1", 0.395, "segment"), ("p2", 0.09, "popular")]),
+        recs_row("b3", &[("p1", 0.895, "next"), ("p2", 0.09, "popular")]),
+        recs_row(
+            "w1",
+            &[
+                ("p2", 0.59, "next"),
+                ("a1", 0.4, "segment"),
+                ("g1", 0.38, "segment"),
+            ],
+        ),
+        recs_row(
+            "w2",
+            &[
+                ("p1", 0.5, "next"),
+                ("a1", 0.4, "segment"),
+                ("g1", 0.38, "segment"),
+                ("p2", 0.09, "popular"),
+            ],
+        ),
+        recs_row(
+            "w3",
+            &[
+                ("a1", 0.4, "segment"),
+                ("g1", 0.38, "segment"),
+                ("p2", 0.09, "popular"),
+            ],
+        ),
+    ]);
+    assert_views_exactly_at(&oracle, &RECS_VIEWS, T0 + HOUR, expected, "T0 + 1 h");
+    // before T0 + 1 h there is no popularity: personal candidates only
+    let expected = state_of([
+        recs_row("b3", &[("p1", 0.8, "next")]),
+        recs_row("w1", &[("p2", 0.5, "next")]),
+        recs_row("w2", &[("p1", 0.5, "next")]),
+    ]);
+    assert_views_exactly_at(
+        &oracle,
+        &RECS_VIEWS,
+        T0 + HOUR - 1,
+        expected,
+        "T0 + 1 h - 1",
+    );
+}
+
+/// `[rules]` naming buyers only: buyers are offered offers (o1), browsers keep their
+/// default rule.
+const BUYERS_OFFERS: &str = "[rules]\nbuyers = { kinds = [\"offer\"] }\n";
+
+#[test]
+fn oracle_recs_a_configured_rule_replaces_only_its_segments_default() {
+    let oracle = segments_case(BUYERS_OFFERS).oracle();
+    // buyers: popular o1 1, p1 0.95, p2 0.9; admitted o1 1. b3's next p1 is no longer
+    // boosted. Browsers as with the default rules.
+    let expected = state_of([
+        recs_row("b1", &[("o1", 0.4, "segment"), ("p1", 0.095, "popular")]),
+        recs_row("b2", &[("p1", 0.095, "popular"), ("p2", 0.09, "popular")]),
+        recs_row("b3", &[("p1", 0.595, "next"), ("p2", 0.09, "popular")]),
+        recs_row(
+            "w1",
+            &[
+                ("p2", 0.59, "next"),
+                ("a1", 0.4, "segment"),
+                ("g1", 0.38, "segment"),
+            ],
+        ),
+        recs_row(
+            "w2",
+            &[
+                ("p1", 0.5, "next"),
+                ("a1", 0.4, "segment"),
+                ("g1", 0.38, "segment"),
+                ("p2", 0.09, "popular"),
+            ],
+        ),
+        recs_row(
+            "w3",
+            &[
+                ("a1", 0.4, "segment"),
+                ("g1", 0.38, "segment"),
+                ("p2", 0.09, "popular"),
+            ],
+        ),
+    ]);
+    assert_views_exactly_at(&oracle, &RECS_VIEWS, T0 + HOUR, expected, "T0 + 1 h");
+}
+
+/// An ALS model with one factor: p1 1, p2 0.5, p3 -1, p4 6; lambda 0.1, alpha 40. u1 clicked
+/// p1 (c = 41): x = 41 / (38.25 + 40 + 0.1) = 0.52329; preferences p1 0.5233, p2 0.2616,
+/// p3 -0.5233, p4 3.1398.
+fn one_factor_als() -> Value {
+    let items: Vec<Value> = [("p1", 1.0), ("p2", 0.5), ("p3", -1.0), ("p4", 6.0)]
+        .iter()
+        .map(|(item, y)| json!({"item": item, "factors": [y]}))
+        .collect();
+    json!({
+        "kind": "als",
+        "factors": 1,
+        "lambda": 0.1,
+        "alpha": 40.0,
+        "items": items,
+        "trained": {"cutoff": T0, "held_out_users": 0, "hit_rate_at_10": 0.0, "most_popular_hit_rate_at_10": 0.0},
+    })
+}
+
+/// u1 clicks p1 at T0 + 10 s; u2 views a page at T0 + 1 h (past the popularity refresh).
+/// With `one_factor_als` and `config`.
+fn als_case(config: &str) -> Case {
+    let mut case = Case::new(&[
+        on_item(event("u1", "click", T0 + 10 * SECOND), "p1"),
+        event("u2", "page_view", T0 + HOUR),
+    ])
+    .config(config);
+    case.params.models.als = Some(one_factor_als());
+    case
+}
+
+#[test]
+fn oracle_recs_als_candidates_are_clamped_and_rounded() {
+    let oracle = als_case("").oracle();
+    let als = oracle.state_at(&["als"], T0 + HOUR);
+    let items = &als[&("als".to_string(), JsonKey::new(&json!({"user": "u1"})))].0["items"];
+    assert_eq!(
+        items,
+        &json!([
+            {"item": "p4", "score": 3.1398},
+            {"item": "p1", "score": 0.5233},
+            {"item": "p2", "score": 0.2616},
+            {"item": "p3", "score": -0.5233},
+        ])
+    );
+    // als values: p4 1 (clamped), p1 0.52, p2 0.26, p3 0 (clamped: worth nothing, so no
+    // candidate). At T0 + 1 h u1 is a cold-start user (3 candidates) of segment "all": p1
+    // popular 1 (0.1 · 1).
+    let expected = state_of([recs_row(
+        "u1",
+        &[("p4", 1.0, "als"), ("p1", 0.62, "als"), ("p2", 0.26, "als")],
+    )]);
+    assert_views_exactly_at(&oracle, &["recs"], T0 + HOUR, expected, "T0 + 1 h");
+    // before the refresh: no popularity
+    let expected = state_of([recs_row(
+        "u1",
+        &[("p4", 1.0, "als"), ("p1", 0.52, "als"), ("p2", 0.26, "als")],
+    )]);
+    assert_views_exactly_at(&oracle, &["recs"], T0 + HOUR - 1, expected, "T0 + 1 h - 1");
+    // k = 3: p4, p1 and p2 are 3 personal candidates (p3, worth 0, is none), so u1 is no
+    // cold-start user: no popularity for p1
+    let oracle = als_case("[recs]\nk = 3\n").oracle();
+    let expected = state_of([recs_row(
+        "u1",
+        &[("p4", 1.0, "als"), ("p1", 0.52, "als"), ("p2", 0.26, "als")],
+    )]);
+    assert_views_exactly_at(&oracle, &["recs"], T0 + HOUR, expected, "k 3");
+    // als_candidates = 2 keeps p4 and p1
+    let oracle = als_case("[recs]\nals_candidates = 2\n").oracle();
+    let expected = state_of([recs_row("u1", &[("p4", 1.0, "als"), ("p1", 0.62, "als")])]);
+    assert_views_exactly_at(&oracle, &["recs"], T0 + HOUR, expected, "als_candidates 2");
+}
+
+#[test]
+fn oracle_similar_and_recs_config() {
+    let defaults = parse_config("").unwrap();
+    assert_eq!(
+        (
+            defaults.similar.recent_items,
+            defaults.similar.k,
+            defaults.similar.min_users,
+            defaults.similar.refresh_ms
+        ),
+        (20, 10, 2, 60_000)
+    );
+    let recs = &defaults.recs;
+    assert_eq!(
+        (
+            recs.k,
+            recs.als_candidates,
+            recs.popular_items,
+            recs.popular_refresh_ms
+        ),
+        (10, 20, 20, 3_600_000)
+    );
+    assert_eq!(recs.weights_milli, [1000, 500, 1000, 300, 100]);
+    assert_eq!(defaults.rules.len(), 4);
+    assert_eq!(defaults.rules["buyers"].premium, Some(true));
+    let config = parse_config(
+        "[similar]\nk = 3\nrefresh_ms = 1000\n[recs]\nk = 5\nals_candidates = 7\nweights = { next = 2, popular = 0.25 }\n[rules]\nbuyers = { kinds = [\"offer\"] }\nall = { kinds = [\"guide\"], premium = false }\n",
+    )
+    .unwrap();
+    assert_eq!((config.similar.k, config.similar.refresh_ms), (3, 1000));
+    assert_eq!((config.recs.k, config.recs.als_candidates), (5, 7));
+    assert_eq!(config.recs.weights_milli, [1000, 2000, 1000, 300, 250]);
+    assert_eq!(config.rules["buyers"].kinds, ["offer"]);
+    assert_eq!(config.rules["buyers"].premium, None);
+    assert_eq!(config.rules["all"].premium, Some(false));
+    assert_eq!(config.rules["browsers"].kinds, ["guide", "article"]);
+    for (config, key) in [
+        ("[similar]\nk = 0\n", "similar.k"),
+        ("[similar]\nmin_users = 1.5\n", "similar.min_users"),
+        ("[similar]\nbogus = 1\n", "similar.bogus"),
+        (
+            "[recs]\npopular_refresh_ms = 0\n",
+            "recs.popular_refresh_ms",
+        ),
+        ("[recs]\nweights = { bogus = 1 }\n", "recs.weights.bogus"),
+        ("[recs]\nweights = { next = -1 }\n", "recs.weights.next"),
+        ("[recs]\nweights = { next = 1001 }\n", "recs.weights.next"),
+        ("[recs]\nweights = 1\n", "recs.weights"),
+        (
+            "[rules]\nbuyers = { kinds = [\"shoe\"] }\n",
+            "rules.buyers.kinds",
+        ),
+        (
+            "[rules]\nbuyers = { premium = true }\n",
+            "rules.buyers.kinds",
+        ),
+        (
+            "[rules]\nbuyers = { kinds = [], premium = 1 }\n",
+            "rules.buyers.premium",
+        ),
+    ] {
+        let error = parse_config(config).expect_err(config);
+        assert!(error.contains(key), "{config}: {error}");
+    }
+}
+
+/// 51 users buy a (a purchase and an add-to-cart: level 4), 51 others b, and s clicks a,
+/// then b (level 1 each): norms 205, and the one pair (min_users 1) has co 1: similarity
+/// 1/205 = 0.0049, worth 0 at two decimals. One event every 100 ms from T0; popularity
+/// and similar refresh every minute; z views a page at T0 + 2 min. With `[recs] k = 2`.
+fn zero_similarity_case() -> Case {
+    zero_similarity_events()
+        .config("[similar]\nmin_users = 1\n[recs]\nk = 2\npopular_refresh_ms = 60000\n")
+}
+
+/// `zero_similarity_case` with the default k, a and b products, and the segment "all"
+/// offered products.
+fn zero_similarity_boost_case() -> Case {
+    zero_similarity_events()
+        .config("[similar]\nmin_users = 1\n[recs]\npopular_refresh_ms = 60000\n[rules]\nall = { kinds = [\"product\"] }\n")
+        .catalog(&[
+            json!({"item": "a", "category": "c", "kind": "product"}),
+            json!({"item": "b", "category": "c", "kind": "product"}),
+        ])
+}
+
+fn zero_similarity_events() -> Case {
+    let mut events = Vec::new();
+    let mut ts = T0;
+    for (prefix, item) in [("x", "a"), ("y", "b")] {
+        for i in 1..=51 {
+            let user = format!("{prefix}{i}");
+            for kind in ["add_to_cart", "purchase"] {
+                ts += 100;
+                events.push(on_item(event(&user, kind, ts), item));
+            }
+        }
+    }
+    events.push(on_item(event("s", "click", ts + 100), "a"));
+    events.push(on_item(event("s", "click", ts + 200), "b"));
+    events.push(event("z", "page_view", T0 + 2 * MINUTE));
+    Case::new(&events)
+}
+
+#[test]
+fn oracle_recs_candidates_worth_nothing_do_not_count() {
+    let oracle = zero_similarity_case().oracle();
+    let now = T0 + MINUTE;
+    let similar = state_of([
+        similar_row("a", &[("b", 0.0049)]),
+        similar_row("b", &[("a", 0.0049)]),
+    ]);
+    assert_views_exactly_at(&oracle, &["similar"], now, similar, "similar");
+    // popularity ("all"): a and b 52 users each (step 32): a 1, b 0.95.
+    // s: a and b from similar, both worth 0 at two decimals, so no personal candidate:
+    // a cold-start user (k = 2) offered the popular items.
+    // x1: b from next (a → b in s's session: 1); cold start; a bought.
+    // y1: no personal candidate; cold start; b bought.
+    let recs = oracle.state_at(&["recs"], now);
+    let expected = state_of([
+        recs_row("s", &[("a", 0.1, "popular"), ("b", 0.095, "popular")]),
+        recs_row("x1", &[("b", 0.595, "next")]),
+        recs_row("y1", &[("a", 0.1, "popular")]),
+    ]);
+    assert_states_match(&expected, &only_rows(&recs, &expected), "s, x1, y1");
+    assert_eq!(recs.len(), 103);
+    // With k = 10 all are cold-start users; s's a and b are not personal candidates, so
+    // not boosted: their values come from the segment's list of products (a 1, b 0.95).
+    let oracle = zero_similarity_boost_case().oracle();
+    let recs = oracle.state_at(&["recs"], now);
+    let expected = state_of([recs_row(
+        "s",
+        &[("a", 0.4, "segment"), ("b", 0.38, "segment")],
+    )]);
+    assert_states_match(&expected, &only_rows(&recs, &expected), "s, boosted");
+}
+
+/// u1 clicks x and y, u2 clicks x, then y at T0 + 60 s exactly, the time of a refresh of
+/// similar and (every minute here) of popularity; z views a page at T0 + 3 min.
+fn refresh_boundary_case() -> Case {
+    Case::new(&[
+        on_item(event("u1", "click", T0 + 10 * SECOND), "x"),
+        on_item(event("u1", "click", T0 + 11 * SECOND), "y"),
+        on_item(event("u2", "click", T0 + 12 * SECOND), "x"),
+        on_item(event("u2", "click", T0 + MINUTE), "y"),
+        event("z", "page_view", T0 + 3 * MINUTE),
+    ])
+    .config("[recs]\npopular_refresh_ms = 60000\n")
+}
+
+#[test]
+fn oracle_similar_and_popularity_at_a_refresh_include_the_events_of_that_time() {
+    let oracle = refresh_boundary_case().oracle();
+    // just before: no similar, no popularity; u2's position x leads to y (u1's session)
+    let expected = state_of([recs_row("u2", &[("y", 0.5, "next")])]);
+    assert_views_exactly_at(
+        &oracle,
+        &RECS_VIEWS,
+        T0 + MINUTE - 1,
+        expected,
+        "T0 + 60 s - 1",
+    );
+    // at T0 + 60 s: (x, y) has both users (level 1 each): similarity 1. Both users have
+    // x and y as top items: similar values 1 · 1 / 2 = 0.5; popularity x 1, y 0.95 (2
+    // users each, a tie on step: by item).
+    let expected = state_of([
+        similar_row("x", &[("y", 1.0)]),
+        similar_row("y", &[("x", 1.0)]),
+        recs_row("u1", &[("x", 0.6, "similar"), ("y", 0.595, "similar")]),
+        recs_row("u2", &[("x", 0.6, "similar"), ("y", 0.595, "similar")]),
+    ]);
+    assert_views_exactly_at(&oracle, &RECS_VIEWS, T0 + MINUTE, expected, "T0 + 60 s");
+}
+
+/// Three users click one product each: p1 (no `premium`), p2 (premium false), p3 (premium
+/// true); the segment "all" is offered non-premium products; popularity every minute.
+fn premium_case() -> Case {
+    Case::new(&[
+        on_item(event("u1", "click", T0 + 10 * SECOND), "p1"),
+        on_item(event("u2", "click", T0 + 11 * SECOND), "p2"),
+        on_item(event("u3", "click", T0 + 12 * SECOND), "p3"),
+        event("z", "page_view", T0 + 3 * MINUTE),
+    ])
+    .config(
+        "[recs]\npopular_refresh_ms = 60000\n[rules]\nall = { kinds = [\"product\"], premium = false }\n",
+    )
+    .catalog(&[
+        json!({"item": "p1", "category": "c", "kind": "product"}),
+        json!({"item": "p2", "category": "c", "kind": "product", "premium": false}),
+        json!({"item": "p3", "category": "c", "kind": "product", "premium": true}),
+    ])
+}
+
+#[test]
+fn oracle_recs_an_item_without_premium_is_not_premium() {
+    let oracle = premium_case().oracle();
+    // popular p1 1, p2 0.95, p3 0.9 (one user each); admitted p1 (no premium: false) 1,
+    // p2 0.95. p1: 0.1 + 0.3; p2: 0.095 + 0.285.
+    let list = [
+        ("p1", 0.4, "segment"),
+        ("p2", 0.38, "segment"),
+        ("p3", 0.09, "popular"),
+    ];
+    let expected = state_of(["u1", "u2", "u3"].map(|user| recs_row(user, &list)));
+    assert_views_exactly_at(&oracle, &RECS_VIEWS, T0 + MINUTE, expected, "T0 + 60 s");
+}
+
+/// The hand-made similar and recs inputs without models.
+fn recs_cases() -> Vec<(&'static str, Case)> {
+    vec![
+        ("premium", premium_case()),
+        ("refresh_boundary", refresh_boundary_case()),
+        ("similar", similar_case()),
+        (
+            "similar_recent_items",
+            similar_case().config("[similar]\nrecent_items = 2\nmin_users = 1\n"),
+        ),
+        ("cold_start", cold_start_case("")),
+        (
+            "cold_start_weights",
+            cold_start_case("weights = { popular = 0.5 }"),
+        ),
+        ("cold_start_k", cold_start_case("k = 2")),
+    ]
+}
+
+#[test]
+fn oracle_checker_accepts_correct_recs_output_and_catches_an_early_refresh() {
+    let mut views = RECS_VIEWS.to_vec();
+    views.push("scores");
+    let cases = recs_cases().into_iter().chain(recs_model_cases()).chain([
+        ("zero_similarity", zero_similarity_case()),
+        ("zero_similarity_boost", zero_similarity_boost_case()),
+    ]);
+    for (name, case) in cases {
+        let oracle = case.oracle();
+        let text = simulated_engine_output(&oracle, &views);
+        let output = Output::parse(&text).unwrap();
+        output.check_consolidated().unwrap();
+        for granularity in [Granularity::Progress, Granularity::EveryTime] {
+            oracle
+                .check(&output, &views, granularity)
+                .unwrap_or_else(|e| panic!("{name}, {granularity:?}: {e}"));
+        }
+    }
+    // an engine that refreshes similar every second: the first pair (p1, p2 of u1 and u2)
+    // shows at T0 + 16 s instead of T0 + 60 s
+    let oracle = similar_case().oracle();
+    let eager = similar_case()
+        .config("[similar]\nrefresh_ms = 1000\n")
+        .oracle();
+    let output = Output::parse(&simulated_engine_output(&eager, &["similar"])).unwrap();
+    let error = oracle
+        .check(&output, &["similar"], Granularity::EveryTime)
+        .expect_err("similar refreshed too early");
+    assert!(
+        error.contains(&format!("the state at T = {}", T0 + 16 * SECOND))
+            && error.contains(&format!("similar reads the top items at T = {T0}")),
+        "{error}"
+    );
+    // and one that forgets the popularity refresh
+    let oracle = cold_start_case("").oracle();
+    let text: String = simulated_engine_output(&oracle, &views)
+        .lines()
+        .filter(|l| !l.contains(&format!("\"time\":{}", T0 + 10 * MINUTE)))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let output = Output::parse(&text).unwrap();
+    let error = oracle
+        .check(&output, &views, Granularity::EveryTime)
+        .expect_err("no popularity refresh");
+    assert!(
+        error.contains(&format!("T = {}", T0 + 10 * MINUTE))
+            && error.contains("recs")
+            && error.contains("cold start"),
+        "{error}"
+    );
+}
+
+/// `similar` and `recs` of a week of generated events at every progress line, for 1 and 4
+/// workers.
+#[test]
+fn engine_similar_and_recs_match_the_oracle_one_and_four_workers() {
+    let (input, catalog) = week_with_catalog();
+    let params = Params::default().with_catalog(&catalog);
+    for workers in ["1", "4"] {
+        let state = check_engine_views(
+            &input,
+            params.clone(),
+            &RECS_VIEWS,
+            &["--workers", workers],
+            Granularity::Progress,
+        );
+        assert_views_have_rows(&state, &RECS_VIEWS);
+    }
+}
+
+/// The same with trained ALS and k-means models: `als` candidates and segment boosts and
+/// popularity per segment.
+#[test]
+fn engine_similar_and_recs_with_als_and_kmeans_match_the_oracle_one_and_four_workers() {
+    let (input, catalog) = week_with_catalog();
+    let training = "[propensity]\nhorizon_days = 2\n";
+    let mut params = Params::default().with_catalog(&catalog);
+    params.models.kmeans = Some(train("kmeans", &input, &catalog, training));
+    params.models.als = Some(train("als", &input, &catalog, training));
+    let views = ["similar", "recs", "als", "segments"];
+    for workers in ["1", "4"] {
+        let state = check_engine_views(
+            &input,
+            params.clone(),
+            &views,
+            &["--workers", workers],
+            Granularity::Progress,
+        );
+        assert_views_have_rows(&state, &views);
+        let reasons: BTreeSet<String> = state
+            .iter()
+            .filter(|((view, _), _)| view == "recs")
+            .flat_map(|(_, (value, _))| value["items"].as_array().unwrap().clone())
+            .map(|item| item["reason"].as_str().unwrap().to_string())
+            .collect();
+        assert!(reasons.contains("als"), "reasons at the end: {reasons:?}");
+    }
+}
+
+/// The hand-made similar and recs inputs with models (a hand-made k-means and ALS model).
+fn recs_model_cases() -> Vec<(&'static str, Case)> {
+    vec![
+        ("segments", segments_case("")),
+        ("segments_rules", segments_case(BUYERS_OFFERS)),
+        ("als", als_case("")),
+        ("als_k", als_case("[recs]\nk = 3\n")),
+        ("als_candidates", als_case("[recs]\nals_candidates = 2\n")),
+    ]
+}
+
+/// The hand-made similar and recs inputs at every change time (and every refresh), for 1
+/// and 4 workers.
+#[test]
+fn engine_similar_and_recs_hand_made_cases() {
+    for workers in ["1", "4"] {
+        for (name, case) in recs_cases().into_iter().chain(recs_model_cases()) {
+            eprintln!("case {name}, {workers} workers");
+            let mut flags = case.params.time_flags();
+            flags.extend(["--workers".to_string(), workers.to_string()]);
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            check_engine_views(
+                &case.input,
+                case.params.clone(),
+                &RECS_VIEWS,
+                &flags,
+                Granularity::EveryTime,
+            );
+        }
+    }
+}
+
+/// A short window with a boost, quick refreshes, few top items and neighbours, other
+/// weights and rules, k-means and ALS models, and late events: three days of a small generated
+/// input (with rejected items), at every change time and refresh, 2 workers.
+const RECS_CONFIG: &str = "\
+[windows]
+span_ms = 21600000
+recency_days = [1]
+boost = [{ span_ms = 3600000, extra = 1.0 }]
+[similar]
+recent_items = 4
+k = 3
+min_users = 1
+refresh_ms = 600000
+[recs]
+k = 5
+popular_items = 4
+popular_refresh_ms = 1800000
+weights = { similar = 0.7, next = 1.0, segment = 0.5, popular = 0.2 }
+[rules]
+buyers = { kinds = [\"product\", \"offer\"], premium = false }
+browsers = { kinds = [\"article\", \"product\"] }
+";
+
+#[test]
+fn engine_similar_and_recs_every_time_with_a_custom_config() {
+    let (events, catalog) = generated_with_catalog(&[
+        "--users", "40", "--items", "30", "--events", "1500", "--seed", "11", "--days", "3",
+    ]);
+    let input = shuffled_within(&with_recs(&events, 11), 20 * MINUTE as u64, 11);
+    let training = "[propensity]\nhorizon_days = 1\n";
+    let mut params = Params::default()
+        .with_config(RECS_CONFIG)
+        .with_catalog(&catalog);
+    params.models.kmeans = Some(train("kmeans", &input, &catalog, training));
+    params.models.als = Some(train("als", &input, &catalog, training));
+    let oracle = Oracle::new(&input, params.clone());
+    assert!(oracle.late_events() > 100, "{} late", oracle.late_events());
+    assert_some_item_rejected(&oracle);
+    let state = check_engine_views(
+        &input,
+        params,
+        &RECS_VIEWS,
+        &["--workers", "2"],
+        Granularity::EveryTime,
+    );
+    assert_views_have_rows(&state, &RECS_VIEWS);
+}
+
+/// `zero_similarity_case`: `similar` candidates worth 0 (similarity 0.0049, 0 at two
+/// decimals) are no candidates, so their user is a cold-start user.
+#[test]
+fn engine_recs_ignores_similar_candidates_worth_nothing() {
+    check_engine_recs_case(&zero_similarity_case());
+}
+
+/// `zero_similarity_boost_case`: a similar candidate worth 0 is no personal candidate, so
+/// the segment boost does not apply to it; the segment's popular list does.
+#[test]
+fn engine_recs_does_not_boost_similar_candidates_worth_nothing() {
+    check_engine_recs_case(&zero_similarity_boost_case());
+}
+
+/// `similar` and `recs` of `case` at every change time and refresh, 1 and 4 workers.
+fn check_engine_recs_case(case: &Case) {
+    for workers in ["1", "4"] {
+        let mut flags = case.params.time_flags();
+        flags.extend(["--workers".to_string(), workers.to_string()]);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        check_engine_views(
+            &case.input,
+            case.params.clone(),
+            &RECS_VIEWS,
+            &flags,
+            Granularity::EveryTime,
+        );
+    }
 }

@@ -166,7 +166,8 @@ pub fn recs<'s>(
     // one record per neighbour: a list change reaches the users of the item only through
     // the entries whose rounded value changed, and a user's list changes only when
     // something they would notice does.
-    // Neighbours whose similarity rounds to 0 are left out. The sum over the user's top
+    // A source value that rounds to 0 does not make a candidate (here: neighbours whose
+    // similarity rounds to 0; also `next` and ALS entries below). The sum over the user's top
     // items is kept per (user, candidate), so the blend reads one record per candidate.
     let neighbors = similar.flat_map(|(item, neighbors)| {
         neighbors.into_iter().filter_map(move |(other, sim)| {
@@ -202,6 +203,7 @@ pub fn recs<'s>(
         .join_map(item_next, |_item, user, steps| {
             let candidates: Vec<(UserId, BlendInput)> = steps
                 .iter()
+                .filter(|(_, p)| hundredths(*p) > 0)
                 .map(|(to, p)| {
                     let value = hundredths(*p);
                     let candidate = BlendInput::Candidate(ItemId(to.clone()), Source::Next, value);
@@ -214,12 +216,10 @@ pub fn recs<'s>(
     let mut personal = similar_inputs.concat(next_inputs);
     if let Some(als) = als {
         personal = personal.concat(als.flat_map(|(user, candidates)| {
-            candidates.into_iter().map(move |(item, units)| {
+            candidates.into_iter().filter_map(move |(item, units)| {
                 let value = hundredths(units.clamp(0, 10_000));
-                (
-                    user.clone(),
-                    BlendInput::Candidate(item, Source::Als, value),
-                )
+                let candidate = BlendInput::Candidate(item, Source::Als, value);
+                (value > 0).then(|| (user.clone(), candidate))
             })
         }));
     }

@@ -10,6 +10,8 @@
 //!   (`sessions`, `scores`, `affinity`, `features`, and the model views);
 //! - `sequences::views_at`: the views over all users' sessions (issue 5: `transitions`,
 //!   `next`, `paths`, `funnel`);
+//! - `recs::views_at`: item similarity and recommendations (issue 5: `similar`, `recs`),
+//!   which read every user's scores, the `next` view and the models;
 //! - `Oracle`: the views after any progress line (T = P - 1) and at the end (T = the last
 //!   effective time), and the check of an engine run against them.
 //!
@@ -24,6 +26,7 @@ use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 pub mod models;
+pub mod recs;
 pub mod sequences;
 
 // ---------------------------------------------------------------------------------------
@@ -407,6 +410,12 @@ pub struct Config {
     /// `[sessions] inactivity_gap_ms`
     pub session_gap_ms: i64,
     pub sequences: sequences::Sequences,
+    /// `[similar]`
+    pub similar: recs::Similar,
+    /// `[recs]`
+    pub recs: recs::Recs,
+    /// `[rules]`: the content rule of each segment name (the defaults, overridden by name).
+    pub rules: BTreeMap<String, recs::Rule>,
 }
 
 impl Default for Config {
@@ -418,6 +427,9 @@ impl Default for Config {
             windows: Windows::default(),
             session_gap_ms: SESSION_GAP_MS,
             sequences: sequences::Sequences::default(),
+            similar: recs::Similar::default(),
+            recs: recs::Recs::default(),
+            rules: recs::default_rules(),
         }
     }
 }
@@ -441,11 +453,14 @@ pub fn parse_config(toml_text: &str) -> Result<Config, String> {
         "windows",
         "sessions",
         "sequences",
+        "similar",
+        "recs",
+        "rules",
     ];
     for name in root.keys() {
         if !tables.contains(&name.as_str()) {
             return Err(format!(
-                "{name}: unknown table (the oracle knows [weights], [engagement], [feedback], [windows], [sessions], [sequences])"
+                "{name}: unknown table (the oracle knows [weights], [engagement], [feedback], [windows], [sessions], [sequences], [similar], [recs], [rules])"
             ));
         }
     }
@@ -483,6 +498,15 @@ pub fn parse_config(toml_text: &str) -> Result<Config, String> {
     }
     if let Some(table) = table("sequences")? {
         sequences::parse_table(table, &mut config.sequences)?;
+    }
+    if let Some(table) = table("similar")? {
+        recs::parse_similar(table, &mut config.similar)?;
+    }
+    if let Some(table) = table("recs")? {
+        recs::parse_recs(table, &mut config.recs)?;
+    }
+    if let Some(table) = table("rules")? {
+        recs::parse_rules(table, &mut config.rules)?;
     }
     if let Some(engagement) = table("engagement")? {
         for (name, value) in engagement {
@@ -604,7 +628,7 @@ fn type_list(key: &str, value: &toml::Value, weights: &Weights) -> Result<Vec<St
         .collect()
 }
 
-/// The catalog (`--catalog`): item → category. A line is an item iff it is a JSON object
+/// The catalog (`--catalog`): item → category, kind and premium flag. A line is an item iff it is a JSON object
 /// with a non-empty string `item`, a non-empty string `category` and a `kind` (one of
 /// product/article/guide/offer), and `price`, `premium`, when present and not null, are a
 /// non-negative number and a boolean. The first such line for an item id
@@ -613,6 +637,10 @@ fn type_list(key: &str, value: &toml::Value, weights: &Weights) -> Result<Vec<St
 #[derive(Clone, Debug, Default)]
 pub struct Catalog {
     pub category: HashMap<String, String>,
+    /// `product`, `article`, `guide` or `offer`
+    pub kind: HashMap<String, String>,
+    /// The items whose `premium` is `true` (absent or null counts as `false`).
+    pub premium: BTreeSet<String>,
     /// (line number, reason)
     pub rejected: Vec<(usize, String)>,
     /// The text it was parsed from (for `--catalog FILE`).
@@ -650,13 +678,19 @@ impl Catalog {
                     if present("premium").is_some_and(|p| !p.is_boolean()) {
                         return Err("\"premium\" is not a boolean".into());
                     }
-                    Ok((string("item")?, string("category")?))
+                    let kind = kind.as_str().unwrap().to_string();
+                    let premium = present("premium").is_some_and(|p| p == true);
+                    Ok((string("item")?, string("category")?, kind, premium))
                 });
             match parsed {
-                Ok((item, _)) if catalog.category.contains_key(&item) => catalog
+                Ok((item, ..)) if catalog.category.contains_key(&item) => catalog
                     .rejected
                     .push((i + 1, "duplicate catalog item".into())),
-                Ok((item, category)) => {
+                Ok((item, category, kind, premium)) => {
+                    if premium {
+                        catalog.premium.insert(item.clone());
+                    }
+                    catalog.kind.insert(item.clone(), kind);
                     catalog.category.insert(item, category);
                 }
                 Err(why) => catalog.rejected.push((i + 1, why)),
@@ -678,6 +712,12 @@ pub struct Params {
     pub session_gap_ms: i64,
     /// `[sequences]`
     pub sequences: sequences::Sequences,
+    /// `[similar]`
+    pub similar: recs::Similar,
+    /// `[recs]`
+    pub recs: recs::Recs,
+    /// `[rules]`
+    pub rules: BTreeMap<String, recs::Rule>,
     pub catalog: Catalog,
     /// The config file text the run gets with `--config`, if any.
     pub config_text: Option<String>,
@@ -712,6 +752,9 @@ impl Params {
             windows: config.windows,
             session_gap_ms: config.session_gap_ms,
             sequences: config.sequences,
+            similar: config.similar,
+            recs: config.recs,
+            rules: config.rules,
             catalog: Catalog::default(),
             config_text: text,
             models: models::Models::default(),
@@ -821,8 +864,10 @@ pub const VIEW_NAMES: &[&str] = &[
 ];
 
 /// The views whose rows aggregate over all users (keys without `user`): a row may depend
-/// on any user's events, so the checker recomputes them in full (`sequences::views_at`).
-pub const GLOBAL_VIEW_NAMES: &[&str] = sequences::SEQUENCE_VIEW_NAMES;
+/// on any user's events, so the checker recomputes them in full (`sequences::views_at`,
+/// `recs::views_at`).
+pub const GLOBAL_VIEW_NAMES: &[&str] =
+    &["transitions", "next", "paths", "funnel", "similar", "recs"];
 
 /// `t <= now < t + span`: an event with effective time `t` is in a window of `span` ms at
 /// `now`.
@@ -1207,7 +1252,10 @@ pub fn views_at(
         views.insert("propensity", models::propensity_rows(model, &features));
     }
     if let Some(model) = &params.models.als {
-        views.insert("als", models::als_rows(model, &scores));
+        views.insert(
+            "als",
+            models::als_rows(model, &scores, params.recs.als_candidates),
+        );
     }
     views.insert("features", features);
     views
@@ -1284,8 +1332,15 @@ impl Oracle {
                 &self.rejected_at(now),
             ));
         }
-        if views.iter().any(|v| GLOBAL_VIEW_NAMES.contains(v)) {
+        if views
+            .iter()
+            .any(|v| sequences::SEQUENCE_VIEW_NAMES.contains(v))
+        {
             all.append(&mut sequences::views_at(&events, now, &self.params));
+        }
+        if views.iter().any(|v| recs::RECS_VIEW_NAMES.contains(v)) {
+            let mut cache = recs::Cache::default();
+            all.append(&mut recs::views_at(&events, now, &self.params, &mut cache));
         }
         let mut state = State::new();
         for (name, rows) in all {
@@ -1339,11 +1394,36 @@ impl Oracle {
             .collect()
     }
 
+    /// `change_times`, and for `similar` and `recs` among `views` also every multiple of
+    /// `[similar] refresh_ms` and `[recs] popular_refresh_ms` from the first to the last
+    /// effective time (when they read a newer state of all users).
+    pub fn change_times_for(&self, views: &[&str]) -> BTreeSet<i64> {
+        let mut times = self.change_times();
+        if let (Some(first), Some(last)) = (times.first().copied(), self.last_time())
+            && views.iter().any(|v| recs::RECS_VIEW_NAMES.contains(v))
+        {
+            for every in [
+                self.params.similar.refresh_ms,
+                self.params.recs.popular_refresh_ms,
+            ] {
+                let mut t = first.div_euclid(every) * every;
+                while t <= last {
+                    if t >= first {
+                        times.insert(t);
+                    }
+                    t += every;
+                }
+            }
+        }
+        times
+    }
+
     /// Checks an engine run against the oracle: at every checkpoint of `granularity` the
     /// engine's rows of `views` must equal the views at T = checkpoint - 1 (never after the
     /// last effective time), and at the end they must equal the views at the last
     /// effective time. With `Granularity::EveryTime` the replay also stops at every time
-    /// the oracle expects a change (events entering and leaving windows).
+    /// the oracle expects a change (events entering and leaving windows; refreshes of
+    /// `similar` and of the popularity behind `recs`).
     ///
     /// At each checkpoint the users whose rows may have changed (an event of theirs entered
     /// or left a window, or an item they touched became rejected or stopped being so) are
@@ -1390,7 +1470,7 @@ impl Oracle {
             Granularity::Progress => output.replay(granularity, &mut step)?,
             Granularity::EveryTime => {
                 let times = self
-                    .change_times()
+                    .change_times_for(views)
                     .into_iter()
                     .map(|t| u64::try_from(t).unwrap())
                     .collect();
@@ -1422,13 +1502,11 @@ impl Oracle {
             now,
         ) {
             let events: Vec<&Stamped> = self.events.iter().collect();
-            text += &sequences::describe_sessions(
-                &m.row.0,
-                &m.row.1.value(),
-                &events,
-                now,
-                &self.params,
-            );
+            text += &if recs::RECS_VIEW_NAMES.contains(&m.row.0.as_str()) {
+                recs::describe(&m.row.0, &m.row.1.value(), &events, now, &self.params)
+            } else {
+                sequences::describe_sessions(&m.row.0, &m.row.1.value(), &events, now, &self.params)
+            };
         }
         text
     }
@@ -1487,9 +1565,10 @@ impl Oracle {
 /// The oracle's state, brought forward in time for `Oracle::check`. Rows of per-user views
 /// are kept per (view, user) and recomputed from scratch for the users whose events crossed
 /// a window boundary, or who have events on an item whose rejection changed. Rows of global
-/// views are recomputed in full whenever an event entered or left the main window, and
-/// all of them (the oracle's rows and the engine's) are compared again whenever either side
-/// may have changed one.
+/// views are recomputed in full whenever an event entered or left the main window (the
+/// sequence views), or any event crossed any boundary or a refresh time passed (`similar`
+/// and `recs`), and all of them (the oracle's rows and the engine's) are compared again
+/// whenever either side may have changed one.
 struct Checker<'o> {
     oracle: &'o Oracle,
     views: Vec<&'static str>,
@@ -1517,6 +1596,11 @@ struct Checker<'o> {
     next_window: usize,
     /// The rows of global views the engine's output holds at the current checkpoint.
     engine_global: BTreeSet<RowId>,
+    /// The states at refresh times behind `similar` and `recs`, kept while they hold.
+    recs_cache: recs::Cache,
+    /// `now` divided by `[similar] refresh_ms` and by `[recs] popular_refresh_ms` when
+    /// `similar` and `recs` were last computed.
+    recs_refreshes: Option<(i64, i64)>,
     /// Neither the oracle's nor the engine's rows of global views changed since they
     /// were all compared.
     global_compared: bool,
@@ -1562,6 +1646,8 @@ impl<'o> Checker<'o> {
             window_times,
             next_window: 0,
             engine_global: BTreeSet::new(),
+            recs_cache: recs::Cache::default(),
+            recs_refreshes: None,
             global_compared: false,
             now: None,
             user_events,
@@ -1606,17 +1692,37 @@ impl<'o> Checker<'o> {
             .iter()
             .take_while(|t| **t <= now)
             .count();
-        if window_changed > 0 {
-            self.next_window += window_changed;
-            let events: Vec<&Stamped> = self.oracle.events.iter().collect();
-            self.global = sequences::views_at(&events, now, params)
-                .into_iter()
-                .filter(|(view, _)| self.global_views.contains(view))
-                .flat_map(|(view, rows)| {
-                    rows.into_iter()
-                        .map(move |(key, value)| ((view.to_string(), JsonKey::new(&key)), value))
-                })
-                .collect();
+        self.next_window += window_changed;
+        let checked = |names: &[&str]| self.global_views.iter().any(|v| names.contains(v));
+        let mut recomputed = BTreeMap::new();
+        let events = || -> Vec<&Stamped> { self.oracle.events.iter().collect() };
+        if window_changed > 0 && checked(sequences::SEQUENCE_VIEW_NAMES) {
+            recomputed.append(&mut sequences::views_at(&events(), now, params));
+        }
+        let refreshes = (
+            now.div_euclid(params.similar.refresh_ms),
+            now.div_euclid(params.recs.popular_refresh_ms),
+        );
+        // any boundary: scores change with boosts, segments with recency windows
+        let crossed = !users.is_empty() || window_changed > 0;
+        if checked(recs::RECS_VIEW_NAMES) && (crossed || self.recs_refreshes != Some(refreshes)) {
+            self.recs_refreshes = Some(refreshes);
+            recomputed.append(&mut recs::views_at(
+                &events(),
+                now,
+                params,
+                &mut self.recs_cache,
+            ));
+        }
+        for (view, rows) in recomputed {
+            if !self.global_views.contains(&view) {
+                continue;
+            }
+            self.global.retain(|(v, _), _| v != view);
+            self.global.extend(
+                rows.into_iter()
+                    .map(|(key, value)| ((view.to_string(), JsonKey::new(&key)), value)),
+            );
             self.global_compared = false;
         }
         if self.views.is_empty() {

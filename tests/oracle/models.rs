@@ -139,8 +139,39 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
     x
 }
 
-/// `als` rows from the oracle's scores (`(user, item) -> score in thousandths`).
-pub fn als_rows(model: &Value, scores: &std::collections::BTreeMap<(String, String), i64>) -> Rows {
+/// `als` rows from the oracle's scores (`(user, item) -> score in thousandths`), each with
+/// the user's best `candidates` items (`[recs] als_candidates`).
+pub fn als_rows(
+    model: &Value,
+    scores: &std::collections::BTreeMap<(String, String), i64>,
+    candidates: usize,
+) -> Rows {
+    als_units(model, scores, candidates)
+        .into_iter()
+        .map(|(user, ranked)| {
+            let list: Vec<Value> = ranked
+                .into_iter()
+                .map(|(item, units)| {
+                    let score = if units % 10_000 == 0 {
+                        json!(units / 10_000)
+                    } else {
+                        json!(units as f64 / 10_000.0)
+                    };
+                    json!({"item": item, "score": score})
+                })
+                .collect();
+            (json!({ "user": user }), json!({ "items": list }))
+        })
+        .collect()
+}
+
+/// The `als` lists by user: the best `candidates` items, best first, each with its
+/// predicted preference in ten-thousandths (the printed `score`).
+pub fn als_units(
+    model: &Value,
+    scores: &std::collections::BTreeMap<(String, String), i64>,
+    candidates: usize,
+) -> std::collections::BTreeMap<String, Vec<(String, i64)>> {
     let f = model["factors"].as_u64().unwrap() as usize;
     let lambda = model["lambda"].as_f64().unwrap();
     let alpha = model["alpha"].as_f64().unwrap();
@@ -172,7 +203,7 @@ pub fn als_rows(model: &Value, scores: &std::collections::BTreeMap<(String, Stri
             by_user.entry(user).or_default().push((item, *milli));
         }
     }
-    let mut rows = Rows::new();
+    let mut rows = std::collections::BTreeMap::new();
     for (user, scored) in by_user {
         let mut a = gram.clone();
         let mut b = vec![0.0; f];
@@ -205,19 +236,12 @@ pub fn als_rows(model: &Value, scores: &std::collections::BTreeMap<(String, Stri
             })
             .collect();
         ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
-        ranked.truncate(ALS_CANDIDATES);
-        let list: Vec<Value> = ranked
+        ranked.truncate(candidates);
+        let list = ranked
             .into_iter()
-            .map(|(units, item)| {
-                let score = if units % 10_000 == 0 {
-                    json!(units / 10_000)
-                } else {
-                    json!(units as f64 / 10_000.0)
-                };
-                json!({"item": item, "score": score})
-            })
+            .map(|(units, item)| (item.to_string(), units))
             .collect();
-        rows.push((json!({ "user": user }), json!({ "items": list })));
+        rows.insert(user.to_string(), list);
     }
     rows
 }

@@ -175,15 +175,13 @@ fn share(part: usize, whole: usize) -> Value {
     fixed_point(share_ten_thousandths(part, whole), 10_000)
 }
 
-/// The four views at `now` over `events` (all users' events; those with effective time
-/// after `now` or outside the main window at `now` are ignored).
-pub fn views_at(events: &[&Stamped], now: i64, params: &Params) -> BTreeMap<&'static str, Rows> {
-    let config = &params.sequences;
-    let sessions = session_sequences(events, now, params);
-
-    // (kind, from) → to → count
+/// (kind, from) → to → the number of steps from `from` to `to` in the sessions' page
+/// (`"page"`) and item (`"item"`) sequences.
+fn transition_counts<'e>(
+    sessions: &[(Vec<&'e str>, Vec<&'e str>)],
+) -> BTreeMap<(&'static str, &'e str), BTreeMap<&'e str, usize>> {
     let mut counts: BTreeMap<(&str, &str), BTreeMap<&str, usize>> = BTreeMap::new();
-    for (pages, items) in &sessions {
+    for (pages, items) in sessions {
         for (kind, steps) in [("page", pages), ("item", items)] {
             for pair in steps.windows(2) {
                 *counts
@@ -194,6 +192,49 @@ pub fn views_at(events: &[&Stamped], now: i64, params: &Params) -> BTreeMap<&'st
             }
         }
     }
+    counts
+}
+
+/// A `next` list: the first `next_k` successors by count descending, then `to`, each with
+/// `p` (its share of all steps out of `from`) in ten-thousandths.
+fn ranked_next<'e>(tos: &BTreeMap<&'e str, usize>, next_k: usize) -> Vec<(&'e str, i64)> {
+    let total: usize = tos.values().sum();
+    let mut ranked: Vec<(&str, usize)> = tos.iter().map(|(to, n)| (*to, *n)).collect();
+    ranked.sort_by(|(a, m), (b, n)| n.cmp(m).then(a.cmp(b)));
+    ranked
+        .into_iter()
+        .take(next_k)
+        .map(|(to, count)| (to, share_ten_thousandths(count, total)))
+        .collect()
+}
+
+/// The `next` rows of kind `"item"` at `now`, as `from` → [(to, p in ten-thousandths)]
+/// (the same lists `views_at` prints).
+pub fn item_next_at(
+    events: &[&Stamped],
+    now: i64,
+    params: &Params,
+) -> BTreeMap<String, Vec<(String, i64)>> {
+    let sessions = session_sequences(events, now, params);
+    transition_counts(&sessions)
+        .iter()
+        .filter(|((kind, _), _)| *kind == "item")
+        .map(|((_, from), tos)| {
+            let list = ranked_next(tos, params.sequences.next_k)
+                .into_iter()
+                .map(|(to, p)| (to.to_string(), p))
+                .collect();
+            (from.to_string(), list)
+        })
+        .collect()
+}
+
+/// The four views at `now` over `events` (all users' events; those with effective time
+/// after `now` or outside the main window at `now` are ignored).
+pub fn views_at(events: &[&Stamped], now: i64, params: &Params) -> BTreeMap<&'static str, Rows> {
+    let config = &params.sequences;
+    let sessions = session_sequences(events, now, params);
+    let counts = transition_counts(&sessions);
     let mut transitions = Rows::new();
     let mut next = Rows::new();
     for ((kind, from), tos) in &counts {
@@ -204,12 +245,9 @@ pub fn views_at(events: &[&Stamped], now: i64, params: &Params) -> BTreeMap<&'st
                 json!({"count": count, "p": share(*count, total)}),
             ));
         }
-        let mut ranked: Vec<(&str, usize)> = tos.iter().map(|(to, n)| (*to, *n)).collect();
-        ranked.sort_by(|(a, m), (b, n)| n.cmp(m).then(a.cmp(b)));
-        let list: Vec<Value> = ranked
-            .iter()
-            .take(config.next_k)
-            .map(|(to, count)| json!({"to": to, "p": share(*count, total)}))
+        let list: Vec<Value> = ranked_next(tos, config.next_k)
+            .into_iter()
+            .map(|(to, p)| json!({"to": to, "p": fixed_point(p, 10_000)}))
             .collect();
         next.push((json!({"kind": kind, "from": from}), json!({ "next": list })));
     }
