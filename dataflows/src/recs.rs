@@ -196,23 +196,25 @@ pub fn recs<'s>(
         let ((_, item), _) = input[input.len() - 1];
         output.push((item.clone(), 1));
     });
-    let item_next = next
-        .flat_map(|((kind, from), steps)| (kind == StepKind::Item).then(|| (ItemId(from), steps)));
-    let next_inputs = positions
-        .map(|(user, item)| (item, user))
-        .join_map(item_next, |_item, user, steps| {
-            let candidates: Vec<(UserId, BlendInput)> = steps
-                .iter()
-                .filter(|(_, p)| hundredths(*p) > 0)
-                .map(|(to, p)| {
-                    let value = hundredths(*p);
-                    let candidate = BlendInput::Candidate(ItemId(to.clone()), Source::Next, value);
-                    (user.clone(), candidate)
-                })
-                .collect();
-            candidates
-        })
-        .flat_map(|candidates| candidates);
+    // Rounded (and zeros dropped) before the join, one record per entry: a `next` list
+    // whose rounded values did not change, or an entry that did not, reaches no user.
+    let item_next = next.flat_map(|((kind, from), steps)| {
+        let from = ItemId(from);
+        steps
+            .into_iter()
+            .filter(move |_| kind == StepKind::Item)
+            .filter_map(move |(to, p)| {
+                let value = hundredths(p);
+                (value > 0).then(|| (from.clone(), (ItemId(to), value)))
+            })
+    });
+    let next_inputs = positions.map(|(user, item)| (item, user)).join_map(
+        item_next,
+        |_item, user, (to, value)| {
+            let candidate = BlendInput::Candidate(to.clone(), Source::Next, *value);
+            (user.clone(), candidate)
+        },
+    );
     let mut personal = similar_inputs.concat(next_inputs);
     if let Some(als) = als {
         personal = personal.concat(als.flat_map(|(user, candidates)| {
