@@ -159,15 +159,10 @@ pub fn als<'s>(
     count: usize,
 ) -> VecCollection<'s, Time, (UserId, Candidates)> {
     let positive = scores.filter(|(_, score)| score.0 > 0);
-    let users = positive
-        .clone()
-        .map(|((user, _), _)| (user, ()))
-        .reduce_named("ScoredUsers", |_user, _input, output| {
-            output.push(((), 1));
-        });
+    let users = positive.clone().map(|((user, _), _)| user).distinct();
     let replicated = models.flat_map(|json| SharedModel::new(&json).replicated());
     let user_models = users
-        .map(|(user, ())| (user.hashed() % MODEL_SHARDS, user))
+        .map(|user| (user.hashed() % MODEL_SHARDS, user))
         .join_map(replicated, |_shard, user, model| {
             (user.clone(), FoldInput::Model(model.clone()))
         });

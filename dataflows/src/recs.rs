@@ -34,7 +34,7 @@ use compact_str::CompactString;
 use differential_dataflow::VecCollection;
 use differential_dataflow::hashable::Hashable;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The blend's sources, in the order they win ties for `reason`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -236,9 +236,9 @@ pub fn recs<'s>(
         Some(segments) => segments,
         None => scores
             .clone()
-            .map(|((user, _), _)| (user, ()))
-            .reduce_named("ScoredUsers", |_user, _input, output| output.push(((), 1)))
-            .map(|(user, ())| (user, CompactString::new("all"))),
+            .map(|((user, _), _)| user)
+            .distinct()
+            .map(|user| (user, CompactString::new("all"))),
     };
     // Segment rules (seed 2c) raise the personal candidates the user's segment admits.
     let admitted = segment_candidates(catalog.clone(), &params.segments).map(|pair| (pair, ()));
@@ -315,7 +315,7 @@ fn blend<'a>(inputs: impl Iterator<Item = &'a BlendInput>, params: &RecsParams) 
     let mut levels = 0i64;
     let mut similar: BTreeMap<&ItemId, i64> = BTreeMap::new();
     let mut values: BTreeMap<&ItemId, [i64; 5]> = BTreeMap::new();
-    let mut excluded: Vec<&ItemId> = Vec::new();
+    let mut excluded: BTreeSet<&ItemId> = BTreeSet::new();
     for input in inputs {
         match input {
             BlendInput::Top(_, level) => levels += level,
@@ -324,7 +324,9 @@ fn blend<'a>(inputs: impl Iterator<Item = &'a BlendInput>, params: &RecsParams) 
                 let slot = &mut values.entry(item).or_default()[*source as usize];
                 *slot = (*slot).max(*value);
             }
-            BlendInput::Excluded(item) => excluded.push(item),
+            BlendInput::Excluded(item) => {
+                excluded.insert(item);
+            }
         }
     }
     for (item, weighted) in similar {
@@ -396,6 +398,13 @@ fn segment_popularity<'s>(
     lists
 }
 
+/// A reduce's (step, item) values, step descending, then item ascending.
+fn best_first<'a>(input: &[(&'a (i64, ItemId), isize)]) -> Vec<&'a (i64, ItemId)> {
+    let mut ranked: Vec<&(i64, ItemId)> = input.iter().map(|(value, _)| *value).collect();
+    ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    ranked
+}
+
 /// The `count` best (step descending, item ascending) items per segment, in two stages
 /// (per segment and item hash bucket, then per segment) so a change re-ranks one bucket
 /// and one merge instead of the segment's whole catalogue.
@@ -405,26 +414,16 @@ fn top_per_segment<'s>(
     source: Source,
 ) -> VecCollection<'s, Time, (CompactString, (ItemId, Source, i64))> {
     const BUCKETS: u64 = 64;
-    let best = move |input: &[(&(i64, ItemId), isize)],
-                     output: &mut Vec<((i64, ItemId), isize)>| {
-        // Values sort ascending by (step, item); the best are the largest steps, then the
-        // smallest items: walk steps downwards, items upwards within a step.
-        let mut ranked: Vec<&(i64, ItemId)> = input.iter().map(|(value, _)| *value).collect();
-        ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        for value in ranked.into_iter().take(count) {
-            output.push((value.clone(), 1));
-        }
-    };
     steps
         .map(|((segment, item), step)| ((segment, item.hashed() % BUCKETS), (step, item)))
         .reduce_named("PopularBuckets", move |_key, input, output| {
-            best(input, output)
+            for value in best_first(input).into_iter().take(count) {
+                output.push((value.clone(), 1));
+            }
         })
         .map(|((segment, _bucket), value)| (segment, value))
         .reduce_named("Popular", move |_segment, input, output| {
-            let mut ranked: Vec<&(i64, ItemId)> = input.iter().map(|(value, _)| *value).collect();
-            ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-            for (rank, (_, item)) in ranked.into_iter().take(count).enumerate() {
+            for (rank, (_, item)) in best_first(input).into_iter().take(count).enumerate() {
                 let value = ((count - rank) as i64 * 10_000) / count as i64;
                 output.push(((item.clone(), source, value), 1));
             }
