@@ -9,11 +9,12 @@ use intentflow_dataflows::params::{
     BoostWindow, EngagementParams, FeedbackParams, SessionParams, TypeSet, ViewParams, Weights,
     WindowParams,
 };
+use intentflow_dataflows::experiments::{Experiment, Variant};
 use intentflow_dataflows::recs::Source;
 use intentflow_dataflows::segments::{Conditions, ContentRule, RuleSegment, SegmentParams};
 use intentflow_dataflows::sequences::SequenceParams;
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// The full default config, with comments: what `intentflow config --print-defaults` prints.
@@ -149,7 +150,25 @@ popular_refresh_ms = 3600000
 # Blend: score = sum over sources of weight * value (each value 0..1); the source that
 # contributes most is the item's reason.
 weights = { similar = 1.0, next = 0.5, als = 1.0, segment = 0.3, popular = 0.1 }
+
+# A/B experiments (none by default). Each user's variant is a hash of (salt, user): stable
+# across restarts, worker counts and processes, and the same as GrowthBook's (hash v2).
+# The first variant is the control. Actions on an item an impression showed at most
+# attribution_ms before count for the variant. Only the first experiment may set
+# recs_weights: its variants' recs blends (a weight of 0 turns a source off).
+#
+# [[experiments]]
+# name = "strategy"
+# salt = "strategy"                  # default: the name
+# attribution_ms = 86400000          # 24 hours
+# variants = [
+#   { name = "control", weight = 0.5 },
+#   { name = "treatment", weight = 0.5, recs_weights = { segment = 1.0, popular = 1.0 } },
+# ]
 "#;
+
+/// An action counts for an impression shown at most this long before it (24 h).
+const DEFAULT_ATTRIBUTION_MS: u64 = 86_400_000;
 
 /// A loaded config: the views' parameters and the training commands' ones.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -198,6 +217,7 @@ struct ConfigFile {
     recs: RecsTable,
     sequences: SequencesTable,
     similar: SimilarTable,
+    experiments: Vec<ExperimentTable>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -234,6 +254,23 @@ struct RecsTable {
     popular_items: Option<usize>,
     popular_refresh_ms: Option<u64>,
     weights: RecsWeights,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExperimentTable {
+    name: String,
+    salt: Option<String>,
+    attribution_ms: Option<u64>,
+    variants: Vec<VariantTable>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VariantTable {
+    name: String,
+    weight: Option<f64>,
+    recs_weights: Option<RecsWeights>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -411,28 +448,90 @@ pub fn parse(text: &str) -> Result<Config, String> {
     if let Some(every) = file.recs.popular_refresh_ms {
         params.recs.popular_refresh_ms = positive("recs.popular_refresh_ms", every)?;
     }
-    let weights = &file.recs.weights;
+    params.recs.weights = recs_weights("recs.weights", &file.recs.weights, params.recs.weights)?;
+    params.experiments = experiments(&file.experiments, params.recs.weights)?;
+    Ok(Config {
+        views: params,
+        train,
+    })
+}
+
+/// Blend weights (thousandths): `defaults` with the table's overrides.
+fn recs_weights(key: &str, table: &RecsWeights, defaults: [i64; 5]) -> Result<[i64; 5], String> {
+    let mut weights = defaults;
     for (source, weight) in [
-        (Source::Similar, weights.similar),
-        (Source::Next, weights.next),
-        (Source::Als, weights.als),
-        (Source::Segment, weights.segment),
-        (Source::Popular, weights.popular),
+        (Source::Similar, table.similar),
+        (Source::Next, table.next),
+        (Source::Als, table.als),
+        (Source::Segment, table.segment),
+        (Source::Popular, table.popular),
     ] {
         if let Some(weight) = weight {
-            let key = format!("recs.weights.{}", source.as_str());
+            let key = format!("{key}.{}", source.as_str());
             if !(weight.is_finite() && (0.0..=1000.0).contains(&weight)) {
                 return Err(format!(
                     "{key} must be a number from 0 to 1000, not {weight}"
                 ));
             }
-            params.recs.weights[source as usize] = (weight * 1000.0).round() as i64;
+            weights[source as usize] = (weight * 1000.0).round() as i64;
         }
     }
-    Ok(Config {
-        views: params,
-        train,
-    })
+    Ok(weights)
+}
+
+/// `[[experiments]]`: names unique, two or more variants with positive weights; only the
+/// first experiment's variants may set `recs_weights` (a user gets one blend).
+fn experiments(tables: &[ExperimentTable], recs: [i64; 5]) -> Result<Vec<Experiment>, String> {
+    let mut names = BTreeSet::new();
+    let mut out = Vec::new();
+    for (index, table) in tables.iter().enumerate() {
+        let key = format!("experiments[{index}]");
+        if table.name.is_empty() {
+            return Err(format!("{key}.name must not be empty"));
+        }
+        if !names.insert(table.name.as_str()) {
+            return Err(format!("{key}.name: a second experiment named {:?}", table.name));
+        }
+        if table.variants.len() < 2 {
+            return Err(format!("{key}.variants: an experiment needs at least 2 variants"));
+        }
+        let attribution_ms = match table.attribution_ms {
+            Some(ms) => positive(&format!("{key}.attribution_ms"), ms)?,
+            None => DEFAULT_ATTRIBUTION_MS,
+        };
+        let mut variant_names = BTreeSet::new();
+        let mut variants = Vec::new();
+        for (v, variant) in table.variants.iter().enumerate() {
+            let key = format!("{key}.variants[{v}]");
+            if variant.name.is_empty() {
+                return Err(format!("{key}.name must not be empty"));
+            }
+            if !variant_names.insert(variant.name.as_str()) {
+                return Err(format!("{key}.name: a second variant named {:?}", variant.name));
+            }
+            let weight = variant.weight.unwrap_or(1.0);
+            if !(weight.is_finite() && weight > 0.0) {
+                return Err(format!("{key}.weight must be a positive number, not {weight}"));
+            }
+            let recs_weights = match &variant.recs_weights {
+                Some(_) if index > 0 => {
+                    return Err(format!(
+                        "{key}.recs_weights: only the first experiment chooses the recs blend"
+                    ));
+                }
+                Some(table) => Some(recs_weights(&format!("{key}.recs_weights"), table, recs)?),
+                None => None,
+            };
+            variants.push(Variant {
+                name: CompactString::new(&variant.name),
+                weight,
+                recs_weights,
+            });
+        }
+        let salt = table.salt.as_deref().unwrap_or(&table.name);
+        out.push(Experiment::new(&table.name, salt, attribution_ms, variants));
+    }
+    Ok(out)
 }
 
 fn apply_sequences(table: &SequencesTable, params: &mut SequenceParams) -> Result<(), String> {

@@ -83,6 +83,7 @@ struct RawEvent {
     value: Option<f64>,
     rec: Option<CompactString>,
     variant: Option<CompactString>,
+    items: Option<Vec<CompactString>>,
 }
 
 enum RawTimestamp {
@@ -130,6 +131,13 @@ impl RawEvent {
             value,
             rec: non_empty(self.rec),
             variant: non_empty(self.variant),
+            items: self
+                .items
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|item| !item.is_empty())
+                .map(ItemId)
+                .collect(),
         })
     }
 }
@@ -199,6 +207,11 @@ impl<'de> Visitor<'de> for RawEventVisitor {
                 "value" => raw.value = field_value(&mut map, "value")?,
                 "rec" => raw.rec = field_value(&mut map, "rec")?,
                 "variant" => raw.variant = field_value(&mut map, "variant")?,
+                "items" => {
+                    raw.items = map.next_value().map_err(|_| {
+                        de::Error::custom("\"items\" must be an array of strings")
+                    })?
+                }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }

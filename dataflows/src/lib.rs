@@ -6,6 +6,8 @@
 
 pub mod affinity;
 pub mod als;
+pub mod assignment;
+pub mod experiments;
 pub mod features;
 pub mod model;
 pub mod models;
@@ -17,6 +19,7 @@ pub mod scores;
 pub mod segments;
 pub mod sequences;
 pub mod sessions;
+pub mod significance;
 pub mod similar;
 pub mod windows;
 
@@ -235,10 +238,17 @@ pub fn build_views<'s>(inputs: Inputs<'s>, params: &ViewParams, wanted: &[ViewNa
             als,
             segments: segments.map(|segments| segments.map(|(user, segment)| (user, segment.name))),
         };
-        let variant = params.recs.variant.clone();
+        let strategies = recs::Strategies::new(params);
+        outputs.push(recs::recs(sources, params).map(move |(user, list)| {
+            render::recs_row(&user, strategies.of(&user).0, &list)
+        }));
+    }
+    if wants(ViewName::Experiments) && !params.experiments.is_empty() {
+        let experiments = params.experiments.clone();
         outputs.push(
-            recs::recs(sources, params)
-                .map(move |(user, list)| render::recs_row(&user, &variant, &list)),
+            experiments::experiments(events.clone(), &params.experiments).flat_map(
+                move |(index, sums)| render::experiment_rows(&experiments[index as usize], &sums),
+            ),
         );
     }
     let scope = events.scope();

@@ -185,6 +185,8 @@ pub struct Event {
     pub value: Option<Cents>,
     pub rec: Option<CompactString>,
     pub variant: Option<CompactString>,
+    /// The items an `impression` showed (besides `item`); empty for other events.
+    pub items: Vec<ItemId>,
 }
 
 impl Event {
@@ -203,6 +205,7 @@ impl Event {
             value: None,
             rec: None,
             variant: None,
+            items: Vec::new(),
         }
     }
 }

@@ -99,6 +99,8 @@ pub struct ViewParams {
     pub recs: crate::recs::RecsParams,
     pub sequences: crate::sequences::SequenceParams,
     pub similar: crate::similar::SimilarParams,
+    /// `[[experiments]]`; the first one's variants choose each user's `recs` blend.
+    pub experiments: Vec<crate::experiments::Experiment>,
 }
 
 /// A set of event types named in the config: known kinds and custom type names.

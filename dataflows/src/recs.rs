@@ -23,6 +23,7 @@
 //! top-K list, a rank or a score does.
 
 use crate::Time;
+use crate::experiments::Experiment;
 use crate::model::{CatalogItem, Event, EventKind, ItemId, Score, UserId};
 use crate::params::ViewParams;
 use crate::scores::ScoreKey;
@@ -80,8 +81,6 @@ pub struct RecsParams {
     pub popular_refresh_ms: u64,
     /// Weight of each source, in thousandths, in [`Source::ALL`] order.
     pub weights: [i64; 5],
-    /// The experiment variant rows carry until experiments assign one.
-    pub variant: CompactString,
 }
 
 impl Default for RecsParams {
@@ -92,14 +91,36 @@ impl Default for RecsParams {
             popular_items: 20,
             popular_refresh_ms: 3_600_000,
             weights: [1_000, 500, 1_000, 300, 100],
-            variant: CompactString::new("default"),
         }
     }
 }
 
-impl RecsParams {
-    pub fn weight(&self, source: Source) -> i64 {
-        self.weights[source as usize]
+/// Each user's blend: the weights of their variant in the first experiment (seed 4a: A/B
+/// tests of recommendation strategies), or the `[recs]` weights without experiments. A
+/// source weighted 0 is off: it makes no candidates.
+#[derive(Clone, Debug)]
+pub struct Strategies {
+    experiment: Option<Experiment>,
+    weights: [i64; 5],
+}
+
+impl Strategies {
+    pub fn new(params: &ViewParams) -> Strategies {
+        Strategies {
+            experiment: params.experiments.first().cloned(),
+            weights: params.recs.weights,
+        }
+    }
+
+    /// The user's variant name (`default` without experiments) and blend weights.
+    pub fn of(&self, user: &UserId) -> (&str, [i64; 5]) {
+        match &self.experiment {
+            None => ("default", self.weights),
+            Some(experiment) => {
+                let variant = &experiment.variants[experiment.assign(user)];
+                (&variant.name, variant.recs_weights.unwrap_or(self.weights))
+            }
+        }
     }
 }
 
@@ -226,9 +247,16 @@ pub fn recs<'s>(
         }));
     }
     inputs.push(personal.clone());
-    let candidate_items = personal.flat_map(|(user, input)| match input {
-        BlendInput::Similar(item, _) | BlendInput::Candidate(item, _, _) => Some((user, item)),
-        _ => None,
+    // Personal candidates of the sources the user's strategy has on.
+    let strategies = Strategies::new(params);
+    let candidate_items = personal.flat_map(move |(user, input)| {
+        let (item, source) = match input {
+            BlendInput::Similar(item, _) => (item, Source::Similar),
+            BlendInput::Candidate(item, source, _) => (item, source),
+            _ => return None,
+        };
+        let (_, weights) = strategies.of(&user);
+        (weights[source as usize] > 0).then_some((user, item))
     });
 
     // Segments: each user's, or one `all` segment for everyone scored.
@@ -293,11 +321,12 @@ pub fn recs<'s>(
         (score.0 < 0).then(|| (user, BlendInput::Excluded(item)))
     }));
 
-    let recs = params.recs.clone();
+    let strategies = Strategies::new(params);
     differential_dataflow::collection::concatenate(scope, inputs).reduce_named(
         "Recs",
-        move |_user, input, output| {
-            let list = blend(input.iter().map(|(entry, _)| *entry), &recs);
+        move |user, input, output| {
+            let (_, weights) = strategies.of(user);
+            let list = blend(input.iter().map(|(entry, _)| *entry), &weights, k);
             if !list.is_empty() {
                 output.push((list, 1));
             }
@@ -311,7 +340,11 @@ fn hundredths(units: i64) -> i64 {
 }
 
 /// One user's top-K from their blend inputs.
-fn blend<'a>(inputs: impl Iterator<Item = &'a BlendInput>, params: &RecsParams) -> Vec<Rec> {
+fn blend<'a>(
+    inputs: impl Iterator<Item = &'a BlendInput>,
+    weights: &[i64; 5],
+    k: usize,
+) -> Vec<Rec> {
     let mut levels = 0i64;
     let mut similar: BTreeMap<&ItemId, i64> = BTreeMap::new();
     let mut values: BTreeMap<&ItemId, [i64; 5]> = BTreeMap::new();
@@ -340,7 +373,7 @@ fn blend<'a>(inputs: impl Iterator<Item = &'a BlendInput>, params: &RecsParams) 
             let mut total = 0;
             let mut best = (0, Source::Similar);
             for source in Source::ALL {
-                let part = params.weight(source) * by_source[source as usize];
+                let part = weights[source as usize] * by_source[source as usize];
                 total += part;
                 if part > best.0 {
                     best = (part, source);
@@ -354,7 +387,7 @@ fn blend<'a>(inputs: impl Iterator<Item = &'a BlendInput>, params: &RecsParams) 
         })
         .collect();
     ranked.sort_by(|a, b| b.score.cmp(&a.score).then_with(|| a.item.cmp(&b.item)));
-    ranked.truncate(params.k);
+    ranked.truncate(k);
     ranked
 }
 

@@ -30,10 +30,11 @@ pub enum ViewName {
     Funnel,
     Similar,
     Recs,
+    Experiments,
 }
 
 impl ViewName {
-    pub const ALL: [ViewName; 13] = [
+    pub const ALL: [ViewName; 14] = [
         ViewName::Sessions,
         ViewName::Scores,
         ViewName::Affinity,
@@ -47,6 +48,7 @@ impl ViewName {
         ViewName::Funnel,
         ViewName::Similar,
         ViewName::Recs,
+        ViewName::Experiments,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -64,6 +66,7 @@ impl ViewName {
             ViewName::Funnel => "funnel",
             ViewName::Similar => "similar",
             ViewName::Recs => "recs",
+            ViewName::Experiments => "experiments",
         }
     }
 }
@@ -445,4 +448,115 @@ pub fn recs_row(user: &UserId, variant: &str, list: &[crate::recs::Rec]) -> View
         key: to_json(&UserKey { user }),
         value: to_json(&Value { variant, items }),
     }
+}
+
+/// One row per variant of an experiment: its sums, rates and, against the control (the
+/// first variant), lift, interval and p-values; the sample-ratio check on every row.
+pub fn experiment_rows(
+    experiment: &crate::experiments::Experiment,
+    sums: &[crate::experiments::VariantSums],
+) -> Vec<ViewRow> {
+    use crate::significance::{
+        Comparison, RatioSample, SRM_THRESHOLD, compare_proportions, compare_ratios,
+        srm_p_value,
+    };
+    #[derive(Serialize)]
+    struct Key<'a> {
+        experiment: &'a str,
+        variant: &'a str,
+    }
+    #[derive(Serialize)]
+    struct Value {
+        users: i64,
+        impressions: i64,
+        clicks: i64,
+        ctr: Option<f64>,
+        add_to_carts: i64,
+        conversions: i64,
+        conversion_rate: Option<f64>,
+        dwell_events: i64,
+        mean_dwell_ms: Option<f64>,
+        revenue: Fixed,
+        lift: Option<f64>,
+        ci_low: Option<f64>,
+        ci_high: Option<f64>,
+        p_value: Option<f64>,
+        conversion_lift: Option<f64>,
+        conversion_ci_low: Option<f64>,
+        conversion_ci_high: Option<f64>,
+        conversion_p_value: Option<f64>,
+        expected_share: f64,
+        srm_p_value: Option<f64>,
+        srm: bool,
+    }
+    let ratio = |s: &crate::experiments::VariantSums| RatioSample {
+        n: s.users as f64,
+        numerator: s.clicks as f64,
+        denominator: s.impressions as f64,
+        numerator_sq: s.clicks_sq as f64,
+        denominator_sq: s.impressions_sq as f64,
+        cross: s.clicks_impressions as f64,
+    };
+    let converted = |s: &crate::experiments::VariantSums| (s.conversions as f64, s.users as f64);
+    let fraction = |part: i64, whole: i64| (whole > 0).then(|| part as f64 / whole as f64);
+    let shares = experiment.shares();
+    let users: Vec<f64> = sums.iter().map(|s| s.users as f64).collect();
+    let srm_p = srm_p_value(&users, &shares);
+    let control = &sums[0];
+    let split = |c: Comparison| match c.lift {
+        Some(l) => (Some(l.lift), Some(l.ci_low), Some(l.ci_high), c.p_value),
+        None => (None, None, None, c.p_value),
+    };
+    experiment
+        .variants
+        .iter()
+        .zip(sums)
+        .enumerate()
+        .map(|(index, (variant, s))| {
+            let (ctr_vs, conversion_vs) = if index == 0 {
+                (Comparison::default(), Comparison::default())
+            } else {
+                (
+                    compare_ratios(&ratio(s), &ratio(control)),
+                    compare_proportions(converted(s), converted(control)),
+                )
+            };
+            let (lift, ci_low, ci_high, p_value) = split(ctr_vs);
+            let (conversion_lift, conversion_ci_low, conversion_ci_high, conversion_p_value) =
+                split(conversion_vs);
+            ViewRow {
+                view: ViewName::Experiments,
+                key: to_json(&Key {
+                    experiment: &experiment.name,
+                    variant: &variant.name,
+                }),
+                value: to_json(&Value {
+                    users: s.users,
+                    impressions: s.impressions,
+                    clicks: s.clicks,
+                    ctr: fraction(s.clicks, s.impressions),
+                    add_to_carts: s.add_to_carts,
+                    conversions: s.conversions,
+                    conversion_rate: fraction(s.conversions, s.users),
+                    dwell_events: s.dwell_events,
+                    mean_dwell_ms: fraction(s.dwell_sum, s.dwell_events),
+                    revenue: Fixed {
+                        units: s.revenue,
+                        scale: 100,
+                    },
+                    lift,
+                    ci_low,
+                    ci_high,
+                    p_value,
+                    conversion_lift,
+                    conversion_ci_low,
+                    conversion_ci_high,
+                    conversion_p_value,
+                    expected_share: shares[index],
+                    srm_p_value: srm_p,
+                    srm: srm_p.is_some_and(|p| p < SRM_THRESHOLD),
+                }),
+            }
+        })
+        .collect()
 }
