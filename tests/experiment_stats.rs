@@ -735,3 +735,264 @@ recs_weights = { similar = 0.0, next = 0.0, als = 0.0, segment = 1.0, popular = 
     assert_eq!(e.shares(), [0.2 / 3.2, 3.0 / 3.2]);
     assert!(parse_config("").unwrap().experiments.is_empty());
 }
+
+// ---------------------------------------------------------------------------------------
+// The checker's incremental state against the view from scratch
+// ---------------------------------------------------------------------------------------
+
+const TWO_EXPERIMENTS: &str = r#"
+[[experiments]]
+name = "strategy"
+attribution_ms = 300000
+[[experiments.variants]]
+name = "control"
+[[experiments.variants]]
+name = "treatment"
+recs_weights = { similar = 0.0, next = 0.0, als = 0.0 }
+[[experiments]]
+name = "layout"
+salt = "layout-v2"
+[[experiments.variants]]
+name = "a"
+weight = 0.2
+[[experiments.variants]]
+name = "b"
+weight = 0.3
+[[experiments.variants]]
+name = "c"
+weight = 0.5
+"#;
+
+/// A random clickstream with impressions, attributed and unattributed actions, and late
+/// events (ts up to 20 s out of order).
+fn random_events(seed: u64, n: usize, users: u64) -> Vec<Value> {
+    let mut rng = common::Rng::new(seed);
+    let mut ts = T0;
+    (0..n)
+        .map(|_| {
+            ts += rng.below(4000) as i64;
+            let user = format!("u{}", rng.below(users));
+            let item = format!("p{}", rng.below(8));
+            let at = ts - rng.below(20_000) as i64;
+            let mut e = json!({"user": user, "ts": at});
+            match rng.below(10) {
+                0..=2 => {
+                    e["type"] = json!("impression");
+                    let k = rng.below(4);
+                    let items: Vec<String> = (0..k).map(|_| format!("p{}", rng.below(8))).collect();
+                    e["items"] = json!(items);
+                    if rng.below(3) == 0 {
+                        e["item"] = json!(item);
+                    }
+                }
+                3..=5 => {
+                    e["type"] = json!("click");
+                    e["item"] = json!(item);
+                }
+                6 => {
+                    e["type"] = json!("add_to_cart");
+                    e["item"] = json!(item);
+                }
+                7 => {
+                    e["type"] = json!("purchase");
+                    e["item"] = json!(item);
+                    e["value"] = json!(rng.below(10_000) as f64 / 100.0);
+                }
+                _ => {
+                    e["type"] = json!("page_view");
+                    e["item"] = json!(item);
+                    if rng.below(2) == 0 {
+                        e["dwell_ms"] = json!(rng.below(60_000));
+                    }
+                }
+            }
+            if rng.below(5) == 0 {
+                e["dwell_ms"] = json!(rng.below(60_000));
+            }
+            e
+        })
+        .collect()
+}
+
+/// An output in the engine's protocol built from `state_at` at every change time (a
+/// progress line after each), with `tamper` applied to the rows of one time.
+fn synthetic_output(
+    oracle: &Oracle,
+    views: &[&str],
+    tamper: Option<(i64, &dyn Fn(&mut Value))>,
+) -> String {
+    let mut out = String::new();
+    let mut previous = common::State::new();
+    for t in oracle.change_times_for(views) {
+        let mut state = oracle.state_at(views, t);
+        if let Some((at, f)) = tamper
+            && at == t
+        {
+            for (value, _) in state.values_mut() {
+                f(value);
+            }
+        }
+        let line = |row: &common::RowId, value: &Value, diff: i64| {
+            format!(
+                "{}\n",
+                json!({"view": row.0, "key": row.1.value(), "time": t, "diff": diff, "value": value})
+            )
+        };
+        for (row, (value, _)) in &previous {
+            if state.get(row).map(|(v, _)| v) != Some(value) {
+                out += &line(row, value, -1);
+            }
+        }
+        for (row, (value, _)) in &state {
+            if previous.get(row).map(|(v, _)| v) != Some(value) {
+                out += &line(row, value, 1);
+            }
+        }
+        out += &format!("{}\n", json!({ "progress": t + 1 }));
+        previous = state;
+    }
+    out + "{\"progress\":null}\n"
+}
+
+#[test]
+fn checker_follows_state_at_on_random_input() {
+    let events = random_events(7, 400, 40);
+    let params = Params::default().with_config(TWO_EXPERIMENTS);
+    let oracle = Oracle::new(&lines(&events), params);
+    assert!(oracle.late_events() > 0);
+    let views = ["experiments"];
+    let output = common::Output::parse(&synthetic_output(&oracle, &views, None)).unwrap();
+    for granularity in [
+        common::Granularity::Progress,
+        common::Granularity::EveryTime,
+    ] {
+        oracle
+            .check(&output, &views, granularity)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    // rows of both experiments, with every variant
+    let last = oracle.state(&views, None);
+    assert_eq!(last.len(), 5);
+    // and a wrong number is caught
+    let t = *oracle.change_times().iter().nth(200).unwrap();
+    let bump = |v: &mut Value| {
+        if v["users"].as_i64().unwrap() > 0 {
+            v["clicks"] = json!(v["clicks"].as_i64().unwrap() + 1);
+        }
+    };
+    let output =
+        common::Output::parse(&synthetic_output(&oracle, &views, Some((t, &bump)))).unwrap();
+    let error = oracle
+        .check(&output, &views, common::Granularity::Progress)
+        .unwrap_err();
+    assert!(
+        error.contains("experiments") && error.contains("clicks"),
+        "{error}"
+    );
+}
+
+#[test]
+fn incremental_state_equals_the_view_from_scratch_on_20k_events() {
+    let events = random_events(11, 20_000, 500);
+    let params = Params::default().with_config(TWO_EXPERIMENTS);
+    let oracle = Oracle::new(&lines(&events), params);
+    let mut by_user: BTreeMap<&str, Vec<&Stamped>> = BTreeMap::new();
+    for s in &oracle.events {
+        by_user.entry(&s.event.user).or_default().push(s);
+    }
+    let mut order: Vec<(i64, &str)> = oracle
+        .events
+        .iter()
+        .map(|s| (s.effective, s.event.user.as_str()))
+        .collect();
+    order.sort_unstable();
+    let started = std::time::Instant::now();
+    let mut state = experiments::State::new(&oracle.params);
+    let mut steps = 0;
+    let mut i = 0;
+    while i < order.len() {
+        let now = order[i].0;
+        let mut arrived = std::collections::BTreeSet::new();
+        while i < order.len() && order[i].0 == now {
+            arrived.insert(order[i].1);
+            i += 1;
+        }
+        for user in arrived {
+            state.update_user(user, &by_user[user], now, &oracle.params);
+        }
+        let rows = state.rows(&oracle.params);
+        steps += 1;
+        if steps % 2000 == 0 || i == order.len() {
+            let all: Vec<&Stamped> = oracle.events.iter().collect();
+            let scratch = experiments::views_at(&all, now, &oracle.params);
+            assert_eq!(rows, scratch["experiments"], "at {now}");
+        }
+    }
+    eprintln!(
+        "{steps} steps over {} events in {:?} (with the checks from scratch)",
+        order.len(),
+        started.elapsed()
+    );
+    assert!(steps > 1000);
+}
+
+// ---------------------------------------------------------------------------------------
+// recs with variants
+// ---------------------------------------------------------------------------------------
+
+/// Each user's `recs` row at the end, by user.
+fn final_recs(events: &[Value], config: &str) -> BTreeMap<String, Value> {
+    let oracle = Oracle::new(&lines(events), Params::default().with_config(config));
+    oracle
+        .state(&["recs"], None)
+        .into_iter()
+        .map(|((_, key), (value, _))| (key.value()["user"].as_str().unwrap().to_string(), value))
+        .collect()
+}
+
+#[test]
+fn recs_rows_use_the_weights_of_the_users_variant() {
+    let events = random_events(3, 3000, 60);
+    let with_experiments = final_recs(&events, TWO_EXPERIMENTS);
+    // the same blend weights without experiments
+    let plain = final_recs(&events, "");
+    let personal_off = final_recs(
+        &events,
+        "[recs]\nweights = { similar = 0.0, next = 0.0, als = 0.0 }\n",
+    );
+    assert!(!plain.is_empty());
+    let strategy = &parse_config(TWO_EXPERIMENTS).unwrap().experiments[0];
+    let (mut control, mut treatment) = (0, 0);
+    for (user, row) in &with_experiments {
+        let mut row = row.clone();
+        let variant = row["variant"].as_str().unwrap().to_string();
+        if strategy.assign(user) == 0 {
+            assert_eq!(variant, "control", "{user}");
+            control += 1;
+            row["variant"] = json!("default");
+            assert_eq!(Some(&row), plain.get(user), "{user}");
+        } else {
+            assert_eq!(variant, "treatment", "{user}");
+            treatment += 1;
+            for entry in row["items"].as_array().unwrap() {
+                assert!(
+                    ["segment", "popular"].contains(&entry["reason"].as_str().unwrap()),
+                    "{user}: {entry}"
+                );
+            }
+            row["variant"] = json!("default");
+            assert_eq!(Some(&row), personal_off.get(user), "{user}");
+        }
+    }
+    assert!(control > 5 && treatment > 5, "{control} {treatment}");
+    // without the experiment, treatment users do get personal candidates
+    let personal_in_treatment = plain.iter().any(|(user, row)| {
+        strategy.assign(user) == 1
+            && row["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["reason"] == "similar" || e["reason"] == "next")
+    });
+    assert!(personal_in_treatment);
+}
