@@ -12,6 +12,8 @@
 //!   `next`, `paths`, `funnel`);
 //! - `recs::views_at`: item similarity and recommendations (issue 5: `similar`, `recs`),
 //!   which read every user's scores, the `next` view and the models;
+//! - `experiments::views_at`: the `experiments` view (cumulative, no window) and the
+//!   assignment of users to variants, which `recs` also reads;
 //! - `Oracle`: the views after any progress line (T = P - 1) and at the end (T = the last
 //!   effective time), and the check of an engine run against them.
 //!
@@ -1607,7 +1609,8 @@ impl Oracle {
 /// a window boundary, or who have events on an item whose rejection changed. Rows of global
 /// views are recomputed in full whenever an event entered or left the main window (the
 /// sequence views), or any event crossed any boundary or a refresh time passed (`similar`
-/// and `recs`), and all of them (the oracle's rows and the engine's) are compared again
+/// and `recs`); `experiments` is updated for the users with an event that became
+/// effective (it has no window), and all of them (the oracle's rows and the engine's) are compared again
 /// whenever either side may have changed one.
 struct Checker<'o> {
     oracle: &'o Oracle,
