@@ -12,6 +12,8 @@
 //!   `next`, `paths`, `funnel`);
 //! - `recs::views_at`: item similarity and recommendations (issue 5: `similar`, `recs`),
 //!   which read every user's scores, the `next` view and the models;
+//! - `experiments::views_at`: the `experiments` view (cumulative, no window) and the
+//!   assignment of users to variants, which `recs` also reads;
 //! - `Oracle`: the views after any progress line (T = P - 1) and at the end (T = the last
 //!   effective time), and the check of an engine run against them.
 //!
@@ -25,6 +27,7 @@ use crate::common::{
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+pub mod experiments;
 pub mod models;
 pub mod recs;
 pub mod sequences;
@@ -51,6 +54,9 @@ pub struct Event {
     /// The recommendation list the event came from; `None` when absent, null or empty
     /// (as for `session`).
     pub rec: Option<String>,
+    /// The recommended items an impression showed (`items`, an array of strings; empty
+    /// strings dropped; empty when absent or null).
+    pub items: Vec<String>,
     /// The whole object, for fields later views read (`page`, `value`, `rec`, …).
     pub fields: Map<String, Value>,
 }
@@ -98,6 +104,16 @@ pub fn parse_event(line: usize, text: &str) -> Result<Event, String> {
                 .ok_or_else(|| format!("\"scroll\" {v} is not a number in 0..1"))?,
         ),
     };
+    let items = match optional("items") {
+        None => Vec::new(),
+        Some(Value::Array(list)) if list.iter().all(Value::is_string) => list
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        Some(_) => return Err("\"items\" must be an array of strings".into()),
+    };
     let dwell_ms = match optional("dwell_ms") {
         None => None,
         Some(v) => Some(
@@ -115,6 +131,7 @@ pub fn parse_event(line: usize, text: &str) -> Result<Event, String> {
         scroll,
         dwell_ms,
         rec,
+        items,
         fields,
     })
 }
@@ -416,6 +433,8 @@ pub struct Config {
     pub recs: recs::Recs,
     /// `[rules]`: the content rule of each segment name (the defaults, overridden by name).
     pub rules: BTreeMap<String, recs::Rule>,
+    /// `[[experiments]]`, in config order.
+    pub experiments: Vec<experiments::Experiment>,
 }
 
 impl Default for Config {
@@ -430,6 +449,7 @@ impl Default for Config {
             similar: recs::Similar::default(),
             recs: recs::Recs::default(),
             rules: recs::default_rules(),
+            experiments: Vec::new(),
         }
     }
 }
@@ -456,13 +476,17 @@ pub fn parse_config(toml_text: &str) -> Result<Config, String> {
         "similar",
         "recs",
         "rules",
+        "experiments",
     ];
     for name in root.keys() {
         if !tables.contains(&name.as_str()) {
             return Err(format!(
-                "{name}: unknown table (the oracle knows [weights], [engagement], [feedback], [windows], [sessions], [sequences], [similar], [recs], [rules])"
+                "{name}: unknown table (the oracle knows [weights], [engagement], [feedback], [windows], [sessions], [sequences], [similar], [recs], [rules], [[experiments]])"
             ));
         }
+    }
+    if let Some(value) = root.get("experiments") {
+        config.experiments = experiments::parse_experiments(value)?;
     }
     // [weights] first: [engagement] may name its custom types.
     if let Some(weights) = table("weights")? {
@@ -718,6 +742,8 @@ pub struct Params {
     pub recs: recs::Recs,
     /// `[rules]`
     pub rules: BTreeMap<String, recs::Rule>,
+    /// `[[experiments]]`
+    pub experiments: Vec<experiments::Experiment>,
     pub catalog: Catalog,
     /// The config file text the run gets with `--config`, if any.
     pub config_text: Option<String>,
@@ -755,6 +781,7 @@ impl Params {
             similar: config.similar,
             recs: config.recs,
             rules: config.rules,
+            experiments: config.experiments,
             catalog: Catalog::default(),
             config_text: text,
             models: models::Models::default(),
@@ -865,9 +892,16 @@ pub const VIEW_NAMES: &[&str] = &[
 
 /// The views whose rows aggregate over all users (keys without `user`): a row may depend
 /// on any user's events, so the checker recomputes them in full (`sequences::views_at`,
-/// `recs::views_at`).
-pub const GLOBAL_VIEW_NAMES: &[&str] =
-    &["transitions", "next", "paths", "funnel", "similar", "recs"];
+/// `recs::views_at`, `experiments::views_at`).
+pub const GLOBAL_VIEW_NAMES: &[&str] = &[
+    "transitions",
+    "next",
+    "paths",
+    "funnel",
+    "similar",
+    "recs",
+    "experiments",
+];
 
 /// `t <= now < t + span`: an event with effective time `t` is in a window of `span` ms at
 /// `now`.
@@ -1342,6 +1376,12 @@ impl Oracle {
             let mut cache = recs::Cache::default();
             all.append(&mut recs::views_at(&events, now, &self.params, &mut cache));
         }
+        if views
+            .iter()
+            .any(|v| experiments::EXPERIMENT_VIEW_NAMES.contains(v))
+        {
+            all.append(&mut experiments::views_at(&events, now, &self.params));
+        }
         let mut state = State::new();
         for (name, rows) in all {
             if !views.contains(&name) {
@@ -1504,6 +1544,8 @@ impl Oracle {
             let events: Vec<&Stamped> = self.events.iter().collect();
             text += &if recs::RECS_VIEW_NAMES.contains(&m.row.0.as_str()) {
                 recs::describe(&m.row.0, &m.row.1.value(), &events, now, &self.params)
+            } else if experiments::EXPERIMENT_VIEW_NAMES.contains(&m.row.0.as_str()) {
+                experiments::describe(&m.row.1.value(), &events, now, &self.params)
             } else {
                 sequences::describe_sessions(&m.row.0, &m.row.1.value(), &events, now, &self.params)
             };
@@ -1567,7 +1609,8 @@ impl Oracle {
 /// a window boundary, or who have events on an item whose rejection changed. Rows of global
 /// views are recomputed in full whenever an event entered or left the main window (the
 /// sequence views), or any event crossed any boundary or a refresh time passed (`similar`
-/// and `recs`), and all of them (the oracle's rows and the engine's) are compared again
+/// and `recs`); `experiments` is updated for the users with an event that became
+/// effective (it has no window), and all of them (the oracle's rows and the engine's) are compared again
 /// whenever either side may have changed one.
 struct Checker<'o> {
     oracle: &'o Oracle,
@@ -1604,6 +1647,12 @@ struct Checker<'o> {
     /// Neither the oracle's nor the engine's rows of global views changed since they
     /// were all compared.
     global_compared: bool,
+    /// (effective time, user) of every event, sorted, when `experiments` is checked;
+    /// `next_effective` is the first not yet applied.
+    effective_times: Vec<(i64, &'o str)>,
+    next_effective: usize,
+    /// The `experiments` view, updated user by user as their events become effective.
+    experiments: experiments::State,
 }
 
 impl<'o> Checker<'o> {
@@ -1634,8 +1683,20 @@ impl<'o> Checker<'o> {
             }
             window_times.sort_unstable();
         }
+        let mut effective_times = Vec::new();
+        if global_views.contains(&"experiments") {
+            effective_times = oracle
+                .events
+                .iter()
+                .map(|s| (s.effective, s.event.user.as_str()))
+                .collect();
+            effective_times.sort_unstable();
+        }
         Checker {
             oracle,
+            effective_times,
+            next_effective: 0,
+            experiments: experiments::State::new(&oracle.params),
             views: VIEW_NAMES
                 .iter()
                 .copied()
@@ -1713,6 +1774,22 @@ impl<'o> Checker<'o> {
                 params,
                 &mut self.recs_cache,
             ));
+        }
+        // experiments: only the users with an event that became effective
+        let mut arrived: BTreeSet<&str> = BTreeSet::new();
+        while let Some(&(t, user)) = self.effective_times.get(self.next_effective) {
+            if t > now {
+                break;
+            }
+            arrived.insert(user);
+            self.next_effective += 1;
+        }
+        if !arrived.is_empty() {
+            for user in arrived {
+                self.experiments
+                    .update_user(user, &self.user_events[user], now, params);
+            }
+            recomputed.insert("experiments", self.experiments.rows(params));
         }
         for (view, rows) in recomputed {
             if !self.global_views.contains(&view) {

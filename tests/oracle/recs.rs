@@ -15,15 +15,17 @@
 //!   model is loaded), a segment boost (the segment's content rule), and for users with few
 //!   personal candidates the most popular items of their segment as of P = ⌊T /
 //!   popular_refresh_ms⌋ · popular_refresh_ms; purchases and negatively scored items
-//!   excluded; blended with `[recs] weights`.
+//!   excluded; blended with `[recs] weights`, or with config experiments, with the weights
+//!   of the user's variant of the first experiment (a source weighing 0 for the user adds
+//!   no candidates, so it does not count towards cold start either).
 //!
 //! Segments: the `segments` view of a k-means model (`params.models.kmeans`); without one,
 //! every user with a `scores` row is in the segment "all". The oracle does not read
 //! `[segments] rules` (rule segments).
 
 use super::{
-    Params, Rows, Stamped, fixed_point, in_main_window, integer, mean_half_up, models, number,
-    rejected_items, score_milli, sequences, to_milli,
+    Params, Rows, Stamped, experiments, fixed_point, in_main_window, integer, mean_half_up, models,
+    number, rejected_items, score_milli, sequences, to_milli,
 };
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -479,6 +481,10 @@ impl Cache {
 /// How one user's `recs` row comes about (also for mismatch reports).
 #[derive(Clone, Debug, Default)]
 pub struct UserRecs {
+    /// The user's variant (of the first experiment; `"default"` without experiments).
+    pub variant: String,
+    /// The blend weights of that variant, in thousandths, in the order of `SOURCES`.
+    pub weights_milli: [i64; 5],
     /// Top items with levels, best first.
     pub top: Vec<(String, i64)>,
     /// The item of the latest event in the main window.
@@ -558,7 +564,12 @@ pub fn recommend(
     let mut popular = None;
     let mut result = BTreeMap::new();
     for user in users {
+        let (variant, weights_milli) = experiments::recs_variant(params, user);
+        // a source weighing 0 for this user adds no candidates
+        let uses = |source: usize| weights_milli[source] != 0;
         let mut r = UserRecs {
+            variant,
+            weights_milli,
             top: top.get(user).cloned().unwrap_or_default(),
             position: position.get(user).map(|(_, item)| item.to_string()),
             segment: segments.get(user).cloned(),
@@ -569,7 +580,7 @@ pub fn recommend(
         // similar: the level-weighted mean over all top items of the neighbours' similarity
         let total_level: i64 = r.top.iter().map(|(_, l)| l).sum();
         let mut sums: BTreeMap<&str, i64> = BTreeMap::new();
-        for (item, l) in &r.top {
+        for (item, l) in r.top.iter().filter(|_| uses(SIMILAR)) {
             // A source value that rounds to 0 does not make a candidate.
             for (j, sim) in similar.get(item).into_iter().flatten() {
                 if hundredths(*sim) > 0 {
@@ -583,7 +594,12 @@ pub fn recommend(
                 mean_half_up(sum, total_level),
             );
         }
-        if let Some(list) = r.position.as_ref().and_then(|p| item_next.get(p)) {
+        if let Some(list) = r
+            .position
+            .as_ref()
+            .filter(|_| uses(NEXT))
+            .and_then(|p| item_next.get(p))
+        {
             for (to, p) in list.iter().filter(|(_, p)| hundredths(*p) > 0) {
                 put(
                     &mut candidates.entry(to.clone()).or_default()[NEXT],
@@ -593,6 +609,7 @@ pub fn recommend(
         }
         for (j, units) in als
             .get(user)
+            .filter(|_| uses(ALS))
             .into_iter()
             .flatten()
             .filter(|(_, units)| hundredths((*units).clamp(0, ONE)) > 0)
@@ -605,7 +622,7 @@ pub fn recommend(
         r.personal = candidates.len();
         if let Some(segment) = &r.segment {
             for (j, values) in candidates.iter_mut() {
-                if admits(params, segment, j) {
+                if uses(SEGMENT) && admits(params, segment, j) {
                     put(&mut values[SEGMENT], ONE);
                 }
             }
@@ -613,13 +630,13 @@ pub fn recommend(
                 r.cold_start = true;
                 let lists = popular.get_or_insert_with(|| cache.popular(events, now, params));
                 if let Some(lists) = lists.get(segment) {
-                    for (j, value) in &lists.popular {
+                    for (j, value) in lists.popular.iter().filter(|_| uses(POPULAR)) {
                         put(
                             &mut candidates.entry(j.clone()).or_default()[POPULAR],
                             *value,
                         );
                     }
-                    for (j, value) in &lists.segment {
+                    for (j, value) in lists.segment.iter().filter(|_| uses(SEGMENT)) {
                         put(
                             &mut candidates.entry(j.clone()).or_default()[SEGMENT],
                             *value,
@@ -637,7 +654,7 @@ pub fn recommend(
             let mut best: Option<(i64, usize)> = None;
             for (source, value) in values.iter().enumerate() {
                 let Some(value) = value else { continue };
-                let weighted = config.weights_milli[source] * value;
+                let weighted = r.weights_milli[source] * value;
                 total += weighted;
                 if best.is_none_or(|(w, _)| weighted > w) {
                     best = Some((weighted, source));
@@ -693,7 +710,7 @@ pub fn views_at(
                 .collect();
             (
                 json!({ "user": user }),
-                json!({"variant": "default", "items": items}),
+                json!({"variant": r.variant, "items": items}),
             )
         })
         .collect();
@@ -737,7 +754,9 @@ pub fn describe(view: &str, key: &Value, events: &[&Stamped], now: i64, params: 
             };
             let top: Vec<String> = r.top.iter().map(|(i, l)| format!("{i}:{l}")).collect();
             let mut text = format!(
-                "  recs of {user} at T = {now} (similar as of {}, popularity as of {}): top items (item:level) {}; position {}; segment {}; {} personal candidates{}; excluded {:?}\n  candidates (values in units of 1e-4: similar next als segment popular):\n",
+                "  recs of {user} at T = {now} (variant {} with weights {:?} thousandths; similar as of {}, popularity as of {}): top items (item:level) {}; position {}; segment {}; {} personal candidates{}; excluded {:?}\n  candidates (values in units of 1e-4: similar next als segment popular):\n",
+                r.variant,
+                r.weights_milli,
                 refresh_time(now, params.similar.refresh_ms),
                 refresh_time(now, params.recs.popular_refresh_ms),
                 top.join(" "),
