@@ -2,6 +2,7 @@
 //! An unknown key or a bad value is an error that names it.
 
 use compact_str::CompactString;
+use intentflow_dataflows::experiments::{Experiment, Variant};
 use intentflow_dataflows::features::FeatureSums;
 use intentflow_dataflows::model::{EventKind, ItemKind, Score, ScrollDepth};
 use intentflow_dataflows::params::DAY_MS;
@@ -9,7 +10,6 @@ use intentflow_dataflows::params::{
     BoostWindow, EngagementParams, FeedbackParams, SessionParams, TypeSet, ViewParams, Weights,
     WindowParams,
 };
-use intentflow_dataflows::experiments::{Experiment, Variant};
 use intentflow_dataflows::recs::Source;
 use intentflow_dataflows::segments::{Conditions, ContentRule, RuleSegment, SegmentParams};
 use intentflow_dataflows::sequences::SequenceParams;
@@ -490,10 +490,15 @@ fn experiments(tables: &[ExperimentTable], recs: [i64; 5]) -> Result<Vec<Experim
             return Err(format!("{key}.name must not be empty"));
         }
         if !names.insert(table.name.as_str()) {
-            return Err(format!("{key}.name: a second experiment named {:?}", table.name));
+            return Err(format!(
+                "{key}.name: a second experiment named {:?}",
+                table.name
+            ));
         }
         if table.variants.len() < 2 {
-            return Err(format!("{key}.variants: an experiment needs at least 2 variants"));
+            return Err(format!(
+                "{key}.variants: an experiment needs at least 2 variants"
+            ));
         }
         let attribution_ms = match table.attribution_ms {
             Some(ms) => positive(&format!("{key}.attribution_ms"), ms)?,
@@ -507,11 +512,16 @@ fn experiments(tables: &[ExperimentTable], recs: [i64; 5]) -> Result<Vec<Experim
                 return Err(format!("{key}.name must not be empty"));
             }
             if !variant_names.insert(variant.name.as_str()) {
-                return Err(format!("{key}.name: a second variant named {:?}", variant.name));
+                return Err(format!(
+                    "{key}.name: a second variant named {:?}",
+                    variant.name
+                ));
             }
             let weight = variant.weight.unwrap_or(1.0);
             if !(weight.is_finite() && weight > 0.0) {
-                return Err(format!("{key}.weight must be a positive number, not {weight}"));
+                return Err(format!(
+                    "{key}.weight must be a positive number, not {weight}"
+                ));
             }
             let recs_weights = match &variant.recs_weights {
                 Some(_) if index > 0 => {

@@ -97,6 +97,7 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
                 }
                 ViewName::Propensity => params.propensity.is_some(),
                 ViewName::Als => models.als.is_some(),
+                ViewName::Experiments => !params.experiments.is_empty(),
                 _ => true,
             })
             .collect(),

@@ -208,9 +208,9 @@ impl<'de> Visitor<'de> for RawEventVisitor {
                 "rec" => raw.rec = field_value(&mut map, "rec")?,
                 "variant" => raw.variant = field_value(&mut map, "variant")?,
                 "items" => {
-                    raw.items = map.next_value().map_err(|_| {
-                        de::Error::custom("\"items\" must be an array of strings")
-                    })?
+                    raw.items = map
+                        .next_value()
+                        .map_err(|_| de::Error::custom("\"items\" must be an array of strings"))?
                 }
                 _ => {
                     map.next_value::<IgnoredAny>()?;

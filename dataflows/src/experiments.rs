@@ -304,7 +304,10 @@ pub fn experiments<'s>(
         let ts = event.ts;
         let touched: Vec<(ItemId, Touch)> = if event.kind == EventKind::Impression {
             let shown: BTreeSet<ItemId> = event.items.iter().chain(&event.item).cloned().collect();
-            shown.into_iter().map(|item| (item, Touch::Exposure)).collect()
+            shown
+                .into_iter()
+                .map(|item| (item, Touch::Exposure))
+                .collect()
         } else {
             match (&event.item, Action::of(&event)) {
                 (Some(item), Some(action)) => vec![(item.clone(), Touch::Action(action))],
@@ -357,23 +360,24 @@ pub fn experiments<'s>(
             .filter(move |_| event.kind == EventKind::Impression)
             .map(move |experiment| ((experiment, user.clone()), UserInput::Impression))
     });
-    let users = impressions
-        .concat(user_items)
-        .reduce_named("ExperimentUser", |_key, input, output| {
-            let mut totals = UserTotals {
-                impressions: 0,
-                attributed: Attributed::default(),
-            };
-            for (entry, times) in input {
-                match entry {
-                    UserInput::Impression => totals.impressions += *times as i64,
-                    UserInput::Item(item) => totals.attributed.plus(item, *times as i64),
+    let users =
+        impressions
+            .concat(user_items)
+            .reduce_named("ExperimentUser", |_key, input, output| {
+                let mut totals = UserTotals {
+                    impressions: 0,
+                    attributed: Attributed::default(),
+                };
+                for (entry, times) in input {
+                    match entry {
+                        UserInput::Impression => totals.impressions += *times as i64,
+                        UserInput::Item(item) => totals.attributed.plus(item, *times as i64),
+                    }
                 }
-            }
-            if totals.impressions > 0 {
-                output.push((totals, 1));
-            }
-        });
+                if totals.impressions > 0 {
+                    output.push((totals, 1));
+                }
+            });
 
     let assignments = experiments.to_vec();
     let variant_count: Vec<usize> = experiments.iter().map(|e| e.variants.len()).collect();

@@ -239,9 +239,10 @@ pub fn build_views<'s>(inputs: Inputs<'s>, params: &ViewParams, wanted: &[ViewNa
             segments: segments.map(|segments| segments.map(|(user, segment)| (user, segment.name))),
         };
         let strategies = recs::Strategies::new(params);
-        outputs.push(recs::recs(sources, params).map(move |(user, list)| {
-            render::recs_row(&user, strategies.of(&user).0, &list)
-        }));
+        outputs.push(
+            recs::recs(sources, params)
+                .map(move |(user, list)| render::recs_row(&user, strategies.of(&user).0, &list)),
+        );
     }
     if wants(ViewName::Experiments) && !params.experiments.is_empty() {
         let experiments = params.experiments.clone();

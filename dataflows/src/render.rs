@@ -457,8 +457,7 @@ pub fn experiment_rows(
     sums: &[crate::experiments::VariantSums],
 ) -> Vec<ViewRow> {
     use crate::significance::{
-        Comparison, RatioSample, SRM_THRESHOLD, compare_proportions, compare_ratios,
-        srm_p_value,
+        Comparison, RatioSample, SRM_THRESHOLD, compare_proportions, compare_ratios, srm_p_value,
     };
     #[derive(Serialize)]
     struct Key<'a> {

@@ -442,7 +442,9 @@ pub fn ctr_variance(t: &Totals) -> Option<f64> {
     let vi = (sii - n * mi * mi) / (n - 1.0);
     let vc = (scc - n * mc * mc) / (n - 1.0);
     let cov = (sci - n * mc * mi) / (n - 1.0);
-    Some((vc - 2.0 * r * cov + r * r * vi) / (n * mi * mi))
+    // A variance is never negative; float rounding can leave a hair below 0 when every
+    // user has the same CTR (brief clarified with the engine: clamp at 0).
+    Some(((vc - 2.0 * r * cov + r * r * vi) / (n * mi * mi)).max(0.0))
 }
 
 /// A lift with its 95 % interval and p-value: `[lift, ci_low, ci_high, p_value]`.
