@@ -167,6 +167,14 @@ pub struct GenerateArgs {
     /// Also write each user's true behaviour archetype ({"user","archetype"}) here.
     #[arg(long)]
     pub truth_out: Option<PathBuf>,
+    /// Simulate the first [[experiments]] entry of this config: listing pages show
+    /// recommendation lists (impression events) that users click.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// With --config: VARIANT=FRACTION, the variant's true relative click-through uplift
+    /// (e.g. treatment=0.1 for +10%); repeatable. Variants not named have none.
+    #[arg(long, value_name = "VARIANT=FRACTION")]
+    pub uplift: Vec<String>,
 }
 
 #[derive(Args, Debug)]

@@ -18,6 +18,7 @@
 //! (`ln`, `exp`, `powf`, …: libm results differ by an ulp between platforms) is used, so the same
 //! spec gives byte-identical output everywhere.
 
+use std::borrow::Cow;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 use std::fmt;
@@ -28,7 +29,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Serialize, Serializer};
 
 /// What to generate. See DESIGN.md §6 (`intentflow generate`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct GenerateSpec {
     pub users: usize,
     pub items: usize,
@@ -36,7 +37,28 @@ pub struct GenerateSpec {
     pub seed: u64,
     pub days: u32,
     pub start_ms: u64,
+    /// Simulate this A/B experiment: listing pages show recommendations.
+    pub experiment: Option<ExperimentSim>,
 }
+
+/// An experiment to simulate (`generate --config FILE --uplift VARIANT=FRACTION`): every
+/// home, search and category page shows a recommendation list (an `impression` event with
+/// `items`, `rec` and the user's `variant`), and the user clicks one of its items with a
+/// chance of [`BASE_REC_CTR`] times a per-user factor (0.25–1.75: some users click
+/// recommendations far more than others, so clicks cluster by user) times `1 + uplift` of
+/// their variant. A click leads to the item's page, so add-to-carts and purchases follow
+/// through the usual funnel: conversions rise with clicks, less sharply.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExperimentSim {
+    pub experiment: intentflow_dataflows::experiments::Experiment,
+    /// The true relative CTR uplift of each variant (config order); 0 for none.
+    pub uplift: Vec<f64>,
+}
+
+/// Chance that an average user clicks an item of a recommendation list they are shown.
+pub const BASE_REC_CTR: f64 = 0.1;
+/// Items in a simulated recommendation list.
+const REC_SLOTS: usize = 4;
 
 impl Default for GenerateSpec {
     fn default() -> Self {
@@ -47,6 +69,7 @@ impl Default for GenerateSpec {
             seed: 42,
             days: 14,
             start_ms: 1_767_225_600_000, // 2026-01-01T00:00:00Z
+            experiment: None,
         }
     }
 }
@@ -71,7 +94,11 @@ pub fn generate(
         write_truth(&users, out)?;
     }
     let plan = plan_visits(spec, &users, &mut rng);
-    Stream::new(&cat, &users, &mut rng, events).run(&plan)
+    let recs = spec
+        .experiment
+        .as_ref()
+        .map(|sim| RecSim::new(sim, users.len()));
+    Stream::new(&cat, &users, &mut rng, events, recs.as_ref()).run(&plan)
 }
 
 fn validate(spec: &GenerateSpec) -> io::Result<()> {
@@ -802,6 +829,8 @@ enum EventType {
     Comment,
     Purchase,
     Exit,
+    /// Only with a simulated experiment: a recommendation list was shown.
+    Impression,
     /// Not a known type: the engine keeps it with weight 0.
     Hover,
 }
@@ -821,6 +850,7 @@ impl EventType {
             EventType::Comment => "comment",
             EventType::Purchase => "purchase",
             EventType::Exit => "exit",
+            EventType::Impression => "impression",
             EventType::Hover => "hover",
         }
     }
@@ -865,6 +895,53 @@ struct Event {
     dwell_ms: Option<u32>,
     scroll_pct: Option<u8>,
     value_cents: Option<u32>,
+    /// The items a simulated recommendation list showed (impressions only).
+    shown: [u32; REC_SLOTS],
+    shown_len: u8,
+    /// A simulated list's id (its time): on its impression and on clicks through it.
+    rec_list: Option<u64>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Simulated experiment
+// ---------------------------------------------------------------------------------------------
+
+/// Each user's variant and chance to click a recommended item.
+struct RecSim {
+    variant_names: Vec<String>,
+    /// Per user: (variant index, click chance per list).
+    users: Vec<(usize, f64)>,
+}
+
+impl RecSim {
+    fn new(sim: &ExperimentSim, users: usize) -> RecSim {
+        use intentflow_dataflows::assignment::fnv1a32;
+        use intentflow_dataflows::model::UserId as EngineUserId;
+        let experiment = &sim.experiment;
+        let users = (0..users as u32)
+            .map(|index| {
+                let id = format!("u{}", index + 1);
+                let variant = experiment.assign(&EngineUserId::new(&id));
+                // A per-user taste for recommendations, from a hash: no draws from the main
+                // generator, so the rest of the stream is what it is without the experiment.
+                let taste = f64::from(fnv1a32(format!("taste:{id}").as_bytes()) % 1000) / 1000.0;
+                let factor = 0.25 + 1.5 * taste;
+                let uplift = sim.uplift.get(variant).copied().unwrap_or(0.0);
+                (
+                    variant,
+                    (BASE_REC_CTR * factor * (1.0 + uplift)).clamp(0.0, 1.0),
+                )
+            })
+            .collect();
+        RecSim {
+            variant_names: experiment
+                .variants
+                .iter()
+                .map(|variant| variant.name.to_string())
+                .collect(),
+            users,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -931,6 +1008,8 @@ struct VisitSim<'a> {
     /// Items added to the cart in this visit and not yet bought.
     cart: [u32; CART_CAPACITY],
     cart_len: usize,
+    /// With a simulated experiment: the user's chance to click a recommendation list.
+    rec_click: Option<f64>,
 }
 
 impl<'a> VisitSim<'a> {
@@ -940,6 +1019,7 @@ impl<'a> VisitSim<'a> {
         users: &'a [User],
         visit: &PlannedVisit,
         out: &'a mut Vec<Event>,
+        recs: Option<&RecSim>,
     ) -> VisitSim<'a> {
         let user = &users[visit.user as usize];
         let device = if chance(rng, 0.8) {
@@ -958,6 +1038,9 @@ impl<'a> VisitSim<'a> {
             dwell_ms: None,
             scroll_pct: None,
             value_cents: None,
+            shown: [0; REC_SLOTS],
+            shown_len: 0,
+            rec_list: None,
         };
         VisitSim {
             rng,
@@ -973,6 +1056,7 @@ impl<'a> VisitSim<'a> {
             cursor: visit.start,
             cart: [0; CART_CAPACITY],
             cart_len: 0,
+            rec_click: recs.map(|recs| recs.users[visit.user as usize].1),
         }
     }
 
@@ -1033,11 +1117,17 @@ impl<'a> VisitSim<'a> {
                     self.act(EventType::FormSubmit, None);
                 }
                 self.browse_listing(depth);
-                self.leave_listing(None)
+                match self.recommendations(None) {
+                    Some(clicked) => clicked,
+                    None => self.leave_listing(None),
+                }
             }
             Page::Category(c) => {
                 self.browse_listing(depth);
-                self.leave_listing(Some(c))
+                match self.recommendations(Some(c)) {
+                    Some(clicked) => clicked,
+                    None => self.leave_listing(Some(c)),
+                }
             }
             Page::Product(item) => self.product_page(item, depth),
             Page::Article(item) => self.article_page(item, depth),
@@ -1052,6 +1142,38 @@ impl<'a> VisitSim<'a> {
         for _ in 0..geometric(self.rng, self.p.extra_clicks, 4) {
             self.act(EventType::Click, None);
         }
+    }
+
+    /// With a simulated experiment: a recommendation list of products (from the page's
+    /// category or one the user likes), and the page of the item the user clicks in it, if
+    /// they do.
+    fn recommendations(&mut self, category: Option<u16>) -> Option<Page> {
+        let click_chance = self.rec_click?;
+        let category = category.unwrap_or_else(|| self.category());
+        let mut shown = [0; REC_SLOTS];
+        let mut len = 0;
+        for _ in 0..REC_SLOTS {
+            let item = self.cat.product_in(category, self.rng);
+            if !shown[..len].contains(&item) {
+                shown[len] = item;
+                len += 1;
+            }
+        }
+        let ts = self.moment();
+        let mut impression = self.event(EventType::Impression, ts, None);
+        impression.shown = shown;
+        impression.shown_len = len as u8;
+        impression.rec_list = Some(ts);
+        self.push(impression);
+        if !chance(self.rng, click_chance) {
+            return None;
+        }
+        let item = shown[self.rng.random_range(0..len)];
+        let at = self.moment();
+        let mut click = self.event(EventType::Click, at, Some(item));
+        click.rec_list = Some(ts);
+        self.push(click);
+        Some(Page::Product(item))
     }
 
     /// From home, search or a category page: to content, a product, or another listing.
@@ -1338,6 +1460,7 @@ struct Stream<'a> {
     delayed: BinaryHeap<Reverse<Delayed>>,
     delayed_seq: u64,
     written: u64,
+    recs: Option<&'a RecSim>,
 }
 
 impl<'a> Stream<'a> {
@@ -1346,12 +1469,14 @@ impl<'a> Stream<'a> {
         users: &'a [User],
         rng: &'a mut ChaCha8Rng,
         out: &'a mut dyn Write,
+        recs: Option<&'a RecSim>,
     ) -> Stream<'a> {
         Stream {
             cat,
             users,
             rng,
             out,
+            recs,
             buf: Vec::with_capacity(BUFFER_BYTES + 1024),
             delayed: BinaryHeap::new(),
             delayed_seq: 0,
@@ -1377,8 +1502,15 @@ impl<'a> Stream<'a> {
                 });
                 let events = &mut visits[slot];
                 events.clear();
-                VisitSim::new(self.rng, self.cat, self.users, &plan[next], events)
-                    .run(plan[next].len as usize);
+                VisitSim::new(
+                    self.rng,
+                    self.cat,
+                    self.users,
+                    &plan[next],
+                    events,
+                    self.recs,
+                )
+                .run(plan[next].len as usize);
                 cursors[slot] = 0;
                 running.push(Reverse((events[0].ts, next, slot)));
                 next += 1;
@@ -1445,8 +1577,23 @@ impl<'a> Stream<'a> {
             scroll: e.scroll_pct.map(|s| s as f64 / 100.0),
             device: e.device.name(),
             value: e.value_cents.map(cents_to_f64),
-            rec: (e.kind == EventType::PageView && e.item.is_some() && chance(self.rng, REC_SHARE))
-                .then_some(REC_LIST),
+            rec: match e.rec_list {
+                Some(list) => Some(Cow::Owned(format!("r{}-{list}", e.user + 1))),
+                None => (e.kind == EventType::PageView
+                    && e.item.is_some()
+                    && chance(self.rng, REC_SHARE))
+                .then_some(Cow::Borrowed(REC_LIST)),
+            },
+            items: (e.kind == EventType::Impression).then(|| {
+                e.shown[..e.shown_len as usize]
+                    .iter()
+                    .map(|i| self.cat.id(*i))
+                    .collect()
+            }),
+            variant: self
+                .recs
+                .filter(|_| e.kind == EventType::Impression)
+                .map(|recs| recs.variant_names[recs.users[e.user as usize].0].clone()),
         };
         write_line(&mut self.buf, &line)?;
         self.written += 1;
@@ -1493,7 +1640,12 @@ struct EventLine {
     #[serde(skip_serializing_if = "Option::is_none")]
     value: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    rec: Option<&'static str>,
+    rec: Option<Cow<'static, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    items: Option<Vec<ItemId>>,
+    /// The user's variant, on simulated impressions (as a client echoes it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    variant: Option<String>,
 }
 
 #[derive(Serialize)]

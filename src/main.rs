@@ -266,6 +266,45 @@ fn print_summary(ingest: &ingest::IngestStats, output: &output::OutputStats, sec
     );
 }
 
+/// The experiment `generate --config --uplift` simulates.
+fn experiment_sim(args: &GenerateArgs) -> Result<Option<generate::ExperimentSim>, String> {
+    let Some(path) = &args.config else {
+        return match args.uplift.is_empty() {
+            true => Ok(None),
+            false => Err("--uplift needs --config (the experiment to simulate)".into()),
+        };
+    };
+    let config = config::load(path)?;
+    let Some(experiment) = config.views.experiments.into_iter().next() else {
+        return Err(format!(
+            "config {} has no [[experiments]] to simulate",
+            path.display()
+        ));
+    };
+    let mut uplift = vec![0.0; experiment.variants.len()];
+    for spec in &args.uplift {
+        let (name, fraction) = spec
+            .split_once('=')
+            .ok_or_else(|| format!("--uplift {spec:?}: expected VARIANT=FRACTION"))?;
+        let index = experiment
+            .variants
+            .iter()
+            .position(|variant| variant.name == name)
+            .ok_or_else(|| {
+                format!(
+                    "--uplift {spec:?}: experiment {:?} has no variant {name:?}",
+                    experiment.name
+                )
+            })?;
+        uplift[index] = fraction
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite() && *f > -1.0)
+            .ok_or_else(|| format!("--uplift {spec:?}: the fraction must be a number above -1"))?;
+    }
+    Ok(Some(generate::ExperimentSim { experiment, uplift }))
+}
+
 fn generate(args: GenerateArgs) -> Result<ExitCode, String> {
     let spec = generate::GenerateSpec {
         users: args.users,
@@ -273,6 +312,7 @@ fn generate(args: GenerateArgs) -> Result<ExitCode, String> {
         events: args.events,
         seed: args.seed,
         days: args.days,
+        experiment: experiment_sim(&args)?,
         ..Default::default()
     };
     let create = |path: &std::path::Path| {

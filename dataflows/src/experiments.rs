@@ -3,10 +3,12 @@
 //! recommendations they were shown, with the lift over the control and a sample-ratio check.
 //!
 //! - Exposure: an `impression` event shows its `items` (and its `item`) to its user.
-//! - Attribution: a click, add-to-cart or purchase of an item, or any event with dwell on
-//!   it, counts for the user's variant when an impression showed them that item at most
-//!   `attribution_ms` before (or at the same time). One action counts once, however many
-//!   impressions showed the item.
+//! - Attribution: an add-to-cart or purchase of an item, or any event with dwell on it,
+//!   counts for the user's variant when an impression showed them that item at most
+//!   `attribution_ms` before (or at the same time). A click counts only as a click-through:
+//!   it carries the `rec` id of such an impression (clicks on the item reached some other
+//!   way are not the list's). One action counts once, however many impressions showed the
+//!   item.
 //! - Users: users with at least one impression; conversions: those with an attributed
 //!   purchase.
 //!
@@ -24,7 +26,7 @@ use compact_str::CompactString;
 use differential_dataflow::VecCollection;
 use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One `[[experiments]]` entry.
 #[derive(Clone, Debug, PartialEq)]
@@ -87,7 +89,8 @@ impl Experiment {
 /// action precedes it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum Touch {
-    Exposure,
+    /// An impression showed the item, from the list with this `rec` id.
+    Exposure(Option<CompactString>),
     Action(Action),
 }
 
@@ -97,6 +100,8 @@ struct Action {
     kind: EventKind,
     value: Cents,
     dwell_ms: Option<u64>,
+    /// The list a click came from: a click counts only as a click-through.
+    rec: Option<CompactString>,
 }
 
 impl Action {
@@ -110,6 +115,7 @@ impl Action {
                 kind: event.kind,
                 value: event.value.unwrap_or_default(),
                 dwell_ms: event.dwell_ms,
+                rec: event.rec.clone().filter(|_| event.kind == EventKind::Click),
             }
         })
     }
@@ -304,9 +310,10 @@ pub fn experiments<'s>(
         let ts = event.ts;
         let touched: Vec<(ItemId, Touch)> = if event.kind == EventKind::Impression {
             let shown: BTreeSet<ItemId> = event.items.iter().chain(&event.item).cloned().collect();
+            let rec = event.rec.clone();
             shown
                 .into_iter()
-                .map(|item| (item, Touch::Exposure))
+                .map(|item| (item, Touch::Exposure(rec.clone())))
                 .collect()
         } else {
             match (&event.item, Action::of(&event)) {
@@ -324,13 +331,28 @@ pub fn experiments<'s>(
     });
     let attributed = touches.reduce_named("Attribute", move |(window, _, _), input, output| {
         let span = windows[*window as usize];
+        let within = |shown: Option<Millis>, ts: Millis| shown.is_some_and(|at| ts - at <= span);
+        // Latest exposure so far, overall and per list.
         let mut last_exposure: Option<Millis> = None;
+        let mut last_by_list: BTreeMap<&CompactString, Millis> = BTreeMap::new();
         let mut total = Attributed::default();
         for ((ts, touch), times) in input {
             match touch {
-                Touch::Exposure => last_exposure = Some(*ts),
+                Touch::Exposure(rec) => {
+                    last_exposure = Some(*ts);
+                    if let Some(rec) = rec {
+                        last_by_list.insert(rec, *ts);
+                    }
+                }
                 Touch::Action(action) => {
-                    if last_exposure.is_some_and(|shown| ts - shown <= span) {
+                    let attributed = match (action.kind, &action.rec) {
+                        (EventKind::Click, None) => false,
+                        (EventKind::Click, Some(rec)) => {
+                            within(last_by_list.get(rec).copied(), *ts)
+                        }
+                        _ => within(last_exposure, *ts),
+                    };
+                    if attributed {
                         total.add(action, *times as i64);
                     }
                 }

@@ -321,8 +321,8 @@ pub fn user_stats(events: &[&Stamped], now: i64, spans: &[i64]) -> Option<Vec<Us
         .copied()
         .filter(|s| s.effective <= now)
         .collect();
-    // item → ts of the impressions exposing it
-    let mut exposed: HashMap<&str, Vec<i64>> = HashMap::new();
+    // item → (ts, rec id) of the impressions exposing it
+    let mut exposed: HashMap<&str, Vec<(i64, Option<&str>)>> = HashMap::new();
     let mut impressions = 0;
     for s in &applied {
         let e = &s.event;
@@ -337,7 +337,10 @@ pub fn user_stats(events: &[&Stamped], now: i64, spans: &[i64]) -> Option<Vec<Us
             .chain(e.item.as_deref())
             .collect();
         for item in set {
-            exposed.entry(item).or_default().push(e.ts);
+            exposed
+                .entry(item)
+                .or_default()
+                .push((e.ts, e.rec.as_deref()));
         }
     }
     if impressions == 0 {
@@ -353,9 +356,17 @@ pub fn user_stats(events: &[&Stamped], now: i64, spans: &[i64]) -> Option<Vec<Us
             for s in &applied {
                 let Some(item) = action_item(s) else { continue };
                 let ts = s.event.ts;
+                // A click counts only as a click-through: it carries the `rec` id of an
+                // impression that showed the item (brief revised with the engine: clicks on an
+                // item reached some other way are not the list's clicks). Other actions count
+                // after any impression that showed the item.
+                let click_rec = (s.event.kind == "click").then_some(s.event.rec.as_deref());
                 let attributed = exposed.get(item).is_some_and(|list| {
-                    list.iter()
-                        .any(|x| *x <= ts && ts <= x.saturating_add(*span))
+                    list.iter().any(|(x, rec)| {
+                        *x <= ts
+                            && ts <= x.saturating_add(*span)
+                            && click_rec.is_none_or(|wanted| wanted.is_some() && wanted == *rec)
+                    })
                 });
                 if !attributed {
                     continue;
