@@ -1,6 +1,8 @@
 //! Tests of the oracle's experiments (tests/oracle/experiments.rs) on their own: the
 //! assignment against GrowthBook's vectors, a hand-made experiment whose every number was
-//! computed independently (python3, centred sums and `math.erfc`), attribution edge cases,
+//! computed independently (python3, centred sums and `math.erfc`), attribution edge cases
+//! (a click counts only as a click-through: it carries the `rec` of an impression that
+//! showed its item within the window; other actions follow any impression of their item),
 //! and config errors. No engine run here.
 
 mod common;
@@ -44,6 +46,16 @@ fn with(mut e: Value, field: &str, value: Value) -> Value {
 
 fn impression(user: &str, minute: i64, items: &[&str]) -> Value {
     with(event(user, "impression", minute), "items", json!(items))
+}
+
+/// `e` with the recommendation list id `id` (`rec`).
+fn rec(e: Value, id: &str) -> Value {
+    with(e, "rec", json!(id))
+}
+
+/// A click on `item` that came from the list `id`.
+fn click_from(user: &str, minute: i64, item: &str, id: &str) -> Value {
+    rec(on(event(user, "click", minute), item), id)
 }
 
 fn lines(events: &[Value]) -> String {
@@ -199,43 +211,51 @@ name = "b"
 // ---------------------------------------------------------------------------------------
 
 /// Control (buckets < 5000): u3, u6, u7; treatment: u1, u2, u4, u5 (u5 never sees an
-/// impression).
+/// impression). Each user also has clicks that are not click-throughs (no `rec`, the `rec`
+/// of an impression that did not show the item, another user's `rec`): they change nothing.
 fn hand_made_events() -> Vec<Value> {
     vec![
         // u3: I = 2, C = 1, a purchase of 10.50 on an item of the first impression
-        impression("u3", 0, &["p1", "p2"]),
-        on(event("u3", "impression", 1), "p3"),
-        on(event("u3", "click", 2), "p1"),
+        rec(impression("u3", 0, &["p1", "p2"]), "r3a"),
+        rec(on(event("u3", "impression", 1), "p3"), "r3b"),
+        click_from("u3", 2, "p1", "r3a"),
+        // not a click-through: r3b showed p3 only
+        click_from("u3", 2, "p2", "r3b"),
         with(on(event("u3", "purchase", 3), "p2"), "value", json!(10.5)),
-        // u6: I = 1, C = 0, one attributed dwell (a page view)
+        // u6: I = 1 (without rec), C = 0, one attributed dwell (a page view)
         impression("u6", 0, &["p1"]),
         with(
             on(event("u6", "page_view", 1), "p1"),
             "dwell_ms",
             json!(5000),
         ),
+        // a click without rec: neither a click nor a dwell
+        with(on(event("u6", "click", 1), "p1"), "dwell_ms", json!(700)),
         // u7: I = 3, C = 1 (with dwell); the click on p9 is not attributed
-        impression("u7", 0, &["p4"]),
-        impression("u7", 1, &["p4"]),
-        impression("u7", 2, &["p4"]),
-        with(on(event("u7", "click", 3), "p4"), "dwell_ms", json!(3000)),
-        on(event("u7", "click", 3), "p9"),
+        rec(impression("u7", 0, &["p4"]), "r7a"),
+        rec(impression("u7", 1, &["p4"]), "r7b"),
+        rec(impression("u7", 2, &["p4"]), "r7c"),
+        with(click_from("u7", 3, "p4", "r7b"), "dwell_ms", json!(3000)),
+        click_from("u7", 3, "p9", "r7a"),
         // u1: I = 2, C = 2, a purchase of 20
-        impression("u1", 0, &["p1", "p2"]),
-        impression("u1", 1, &["p1", "p2"]),
-        on(event("u1", "click", 2), "p1"),
-        on(event("u1", "click", 3), "p2"),
+        rec(impression("u1", 0, &["p1", "p2"]), "r1a"),
+        rec(impression("u1", 1, &["p1", "p2"]), "r1b"),
+        click_from("u1", 2, "p1", "r1a"),
+        click_from("u1", 3, "p2", "r1b"),
+        // u2's list: not u1's click-through
+        click_from("u1", 3, "p5", "r2a"),
         with(on(event("u1", "purchase", 4), "p1"), "value", json!(20)),
         // u2: I = 1, C = 1, an add to cart
-        impression("u2", 0, &["p5"]),
-        on(event("u2", "click", 1), "p5"),
+        rec(impression("u2", 0, &["p5"]), "r2a"),
+        click_from("u2", 1, "p5", "r2a"),
         on(event("u2", "add_to_cart", 2), "p5"),
-        // u4: I = 2, C = 0, a purchase of 5.25
+        // u4: I = 2 (without rec), C = 0, a purchase of 5.25
         on(event("u4", "impression", 0), "p6"),
         on(event("u4", "impression", 1), "p6"),
+        on(event("u4", "click", 1), "p6"),
         with(on(event("u4", "purchase", 2), "p6"), "value", json!(5.25)),
         // u5: not exposed
-        on(event("u5", "click", 0), "p1"),
+        click_from("u5", 0, "p1", "r5"),
         with(on(event("u5", "purchase", 1), "p1"), "value", json!(99)),
     ]
 }
@@ -348,8 +368,8 @@ fn hand_made_totals_carry_the_sums_of_squares() {
 fn rows_appear_with_the_first_exposed_user_and_follow_effective_times() {
     let events = [
         on(event("u5", "click", 0), "p1"),
-        impression("u1", 10, &["p1"]),
-        on(event("u1", "click", 11), "p1"),
+        rec(impression("u1", 10, &["p1"]), "r1"),
+        click_from("u1", 11, "p1", "r1"),
     ];
     let oracle = Oracle::new(&lines(&events), Params::default().with_config(CONFIG));
     let at = |minute: i64| oracle.state_at(&["experiments"], T0 + minute * MINUTE);
@@ -490,8 +510,8 @@ fn at_ms(e: Value, ts: i64) -> Value {
 
 #[test]
 fn attribution_window_is_inclusive_at_both_ends() {
-    let x = impression("u1", 0, &["p1"]);
-    let click = |ts| at_ms(on(event("u1", "click", 0), "p1"), ts);
+    let x = rec(impression("u1", 0, &["p1"]), "r1");
+    let click = |ts| at_ms(click_from("u1", 0, "p1", "r1"), ts);
     assert_eq!(u1_counts(&[x.clone(), click(T0)]).0, 1, "same ms");
     assert_eq!(
         u1_counts(&[x.clone(), click(T0 + 60_000)]).0,
@@ -506,21 +526,45 @@ fn attribution_window_is_inclusive_at_both_ends() {
     assert_eq!(u1_counts(&[x.clone(), click(T0 - 1)]).0, 0, "before");
     // the action came first in the input but its ts is after the impression
     assert_eq!(u1_counts(&[click(T0 + 5), x.clone()]).0, 1, "input order");
+    // the same bounds for an action that is not a click (here without rec)
+    let cart = |ts| at_ms(on(event("u1", "add_to_cart", 0), "p1"), ts);
+    assert_eq!(u1_counts(&[x.clone(), cart(T0)]).1, 1, "cart, same ms");
+    assert_eq!(u1_counts(&[x.clone(), cart(T0 + 60_000)]).1, 1, "cart, end");
+    assert_eq!(
+        u1_counts(&[x.clone(), cart(T0 + 60_001)]).1,
+        0,
+        "cart, later"
+    );
+    assert_eq!(u1_counts(&[x.clone(), cart(T0 - 1)]).1, 0, "cart, before");
 }
 
 #[test]
 fn attribution_needs_the_item_in_the_exposed_set() {
-    let x = impression("u1", 0, &["p1", "p2"]);
+    let x = rec(impression("u1", 0, &["p1", "p2"]), "r1");
     assert_eq!(
-        u1_counts(&[x.clone(), on(event("u1", "click", 0), "p3")]).0,
+        u1_counts(&[x.clone(), click_from("u1", 0, "p3", "r1")]).0,
         0
     );
     assert_eq!(
-        u1_counts(&[x.clone(), on(event("u1", "click", 0), "p2")]).0,
+        u1_counts(&[x.clone(), click_from("u1", 0, "p2", "r1")]).0,
         1
     );
+    assert_eq!(
+        u1_counts(&[x.clone(), on(event("u1", "add_to_cart", 0), "p3")]).1,
+        0
+    );
     // an action without item is never attributed
-    assert_eq!(u1_counts(&[x.clone(), event("u1", "click", 0)]).0, 0);
+    assert_eq!(
+        u1_counts(&[x.clone(), rec(event("u1", "click", 0), "r1")]).0,
+        0
+    );
+    assert_eq!(
+        u1_counts(&[
+            x.clone(),
+            with(event("u1", "purchase", 0), "value", json!(3))
+        ]),
+        (0, 0, 0, 0.0)
+    );
     // only `item`, no `items`
     let only_item = on(event("u1", "impression", 0), "p7");
     assert_eq!(
@@ -528,40 +572,51 @@ fn attribution_needs_the_item_in_the_exposed_set() {
         (0, 1, 0, 0.0)
     );
     // `item` and `items` together
-    let both = on(impression("u1", 0, &["p1"]), "p7");
+    let both = rec(on(impression("u1", 0, &["p1"]), "p7"), "r1");
     assert_eq!(
         u1_counts(&[
             both.clone(),
-            on(event("u1", "click", 0), "p7"),
-            on(event("u1", "click", 0), "p1"),
+            click_from("u1", 0, "p7", "r1"),
+            click_from("u1", 0, "p1", "r1"),
         ])
         .0,
         2
     );
     // an impression with neither still counts as an impression
-    let bare = event("u1", "impression", 0);
-    let rows = final_rows(&[bare, on(event("u1", "click", 0), "p1")], SHORT);
-    assert_eq!(rows["treatment"]["impressions"], 1);
-    assert_eq!(rows["treatment"]["clicks"], 0);
-    // another user's impression does not attribute u1's action
+    let bare = rec(event("u1", "impression", 0), "r1");
     let rows = final_rows(
         &[
-            impression("u3", 0, &["p1"]),
-            impression("u1", 0, &["p2"]),
-            on(event("u1", "click", 0), "p1"),
+            bare,
+            click_from("u1", 0, "p1", "r1"),
+            on(event("u1", "add_to_cart", 0), "p1"),
+        ],
+        SHORT,
+    );
+    assert_eq!(rows["treatment"]["impressions"], 1);
+    assert_eq!(rows["treatment"]["clicks"], 0);
+    assert_eq!(rows["treatment"]["add_to_carts"], 0);
+    // another user's impression does not attribute u1's action, even with its rec
+    let rows = final_rows(
+        &[
+            rec(impression("u3", 0, &["p1"]), "r3"),
+            rec(impression("u1", 0, &["p2"]), "r1"),
+            click_from("u1", 0, "p1", "r3"),
+            on(event("u1", "add_to_cart", 0), "p1"),
         ],
         SHORT,
     );
     assert_eq!(rows["treatment"]["clicks"], 0);
+    assert_eq!(rows["treatment"]["add_to_carts"], 0);
 }
 
 #[test]
 fn an_action_counts_once_however_many_impressions_match() {
+    // the same list shown three times: the click-through matches each of them
     let events = [
-        impression("u1", 0, &["p1"]),
-        impression("u1", 0, &["p1", "p1"]),
-        on(impression("u1", 0, &["p1"]), "p1"),
-        on(event("u1", "click", 0), "p1"),
+        rec(impression("u1", 0, &["p1"]), "r1"),
+        rec(impression("u1", 0, &["p1", "p1"]), "r1"),
+        rec(on(impression("u1", 0, &["p1"]), "p1"), "r1"),
+        click_from("u1", 0, "p1", "r1"),
         with(on(event("u1", "purchase", 0), "p1"), "value", json!(1.005)),
         with(on(event("u1", "purchase", 0), "p1"), "value", json!(2)),
     ];
@@ -577,8 +632,8 @@ fn an_action_counts_once_however_many_impressions_match() {
 #[test]
 fn dwell_counts_on_any_attributed_action() {
     let events = [
-        impression("u1", 0, &["p1"]),
-        with(on(event("u1", "click", 0), "p1"), "dwell_ms", json!(1000)),
+        rec(impression("u1", 0, &["p1"]), "r1"),
+        with(click_from("u1", 0, "p1", "r1"), "dwell_ms", json!(1000)),
         with(on(event("u1", "scroll", 0), "p1"), "dwell_ms", json!(0)),
         with(
             on(event("u1", "impression", 0), "p1"),
@@ -599,6 +654,179 @@ fn dwell_counts_on_any_attributed_action() {
     assert_eq!(row["clicks"], 1);
     assert_eq!(row["dwell_events"], 2);
     assert_close(row, "mean_dwell_ms", 500.0);
+}
+
+#[test]
+fn clicks_count_only_as_click_throughs() {
+    // r1 showed p1, r2 showed p2, both at T0; the window is 60 s
+    let x1 = rec(impression("u1", 0, &["p1"]), "r1");
+    let x2 = rec(impression("u1", 0, &["p2"]), "r2");
+    let clicks = |click: Value| u1_counts(&[x1.clone(), x2.clone(), click]).0;
+    let plain = || on(event("u1", "click", 0), "p1");
+    assert_eq!(
+        clicks(click_from("u1", 0, "p1", "r1")),
+        1,
+        "rec of its list"
+    );
+    assert_eq!(
+        clicks(click_from("u1", 0, "p2", "r2")),
+        1,
+        "rec of its list"
+    );
+    assert_eq!(clicks(plain()), 0, "no rec");
+    assert_eq!(clicks(with(plain(), "rec", json!(""))), 0, "empty rec");
+    assert_eq!(clicks(with(plain(), "rec", Value::Null)), 0, "null rec");
+    assert_eq!(
+        clicks(click_from("u1", 0, "p1", "r2")),
+        0,
+        "rec of a list that did not show p1"
+    );
+    assert_eq!(clicks(click_from("u1", 0, "p1", "r9")), 0, "unknown rec");
+    assert_eq!(
+        clicks(at_ms(click_from("u1", 0, "p1", "r1"), T0 + 60_001)),
+        0,
+        "right rec, after the window"
+    );
+    assert_eq!(
+        clicks(at_ms(click_from("u1", 0, "p1", "r1"), T0 - 1)),
+        0,
+        "right rec, before the impression"
+    );
+    // each click-through counts
+    assert_eq!(
+        u1_counts(&[
+            x1.clone(),
+            x2.clone(),
+            click_from("u1", 0, "p1", "r1"),
+            at_ms(click_from("u1", 0, "p1", "r1"), T0 + 30_000),
+            click_from("u1", 0, "p2", "r2"),
+            click_from("u1", 0, "p2", "r1"),
+        ])
+        .0,
+        3
+    );
+    // rec and window must hold for the same impression: r1 (at T0) also showed p1 but is
+    // out of the window of a click at T0 + 90 s; r3 (at T0 + 60 s) is within it
+    let x3 = rec(impression("u1", 1, &["p1"]), "r3");
+    let late = |id: &str| {
+        u1_counts(&[
+            x1.clone(),
+            x3.clone(),
+            at_ms(click_from("u1", 0, "p1", id), T0 + 90_000),
+        ])
+        .0
+    };
+    assert_eq!(late("r1"), 0, "its list is out of the window");
+    assert_eq!(late("r3"), 1, "its list is within the window");
+    // an impression without rec (absent or empty) attributes no click, with or without rec
+    for bare in [
+        impression("u1", 0, &["p1"]),
+        rec(impression("u1", 0, &["p1"]), ""),
+    ] {
+        assert_eq!(u1_counts(&[bare.clone(), plain()]).0, 0, "{bare}");
+        assert_eq!(
+            u1_counts(&[bare.clone(), with(plain(), "rec", json!(""))]).0,
+            0,
+            "{bare}"
+        );
+        assert_eq!(
+            u1_counts(&[bare.clone(), click_from("u1", 0, "p1", "r1")]).0,
+            0,
+            "{bare}"
+        );
+    }
+}
+
+#[test]
+fn other_actions_follow_any_impression_whatever_their_rec() {
+    let purchase = |value: f64| with(on(event("u1", "purchase", 0), "p1"), "value", json!(value));
+    let cart = || on(event("u1", "add_to_cart", 0), "p1");
+    // a purchase without rec after an impression without rec
+    let bare = impression("u1", 0, &["p1"]);
+    assert_eq!(
+        u1_counts(&[bare.clone(), at_ms(purchase(4.5), T0 + 30_000)]),
+        (0, 0, 1, 4.5)
+    );
+    // ... but not after the window
+    assert_eq!(
+        u1_counts(&[bare.clone(), at_ms(purchase(4.5), T0 + 60_001)]),
+        (0, 0, 0, 0.0)
+    );
+    // actions with a rec after an impression without rec, and the other way round
+    assert_eq!(
+        u1_counts(&[bare.clone(), rec(cart(), "r1"), rec(purchase(2.0), "r1")]),
+        (0, 1, 1, 2.0)
+    );
+    let x1 = rec(impression("u1", 0, &["p1"]), "r1");
+    let x2 = rec(impression("u1", 0, &["p2"]), "r2");
+    assert_eq!(
+        u1_counts(&[x1.clone(), x2.clone(), cart(), purchase(1.25)]),
+        (0, 1, 1, 1.25)
+    );
+    // a rec of a list that did not show the item, or of no list, does not matter either
+    assert_eq!(
+        u1_counts(&[
+            x1.clone(),
+            x2.clone(),
+            rec(cart(), "r2"),
+            rec(purchase(3.0), "r9")
+        ]),
+        (0, 1, 1, 3.0)
+    );
+    // while clicks with these recs do not count
+    assert_eq!(
+        u1_counts(&[
+            bare,
+            x2,
+            on(event("u1", "click", 0), "p1"),
+            click_from("u1", 0, "p1", "r2"),
+            rec(cart(), "r2"),
+        ]),
+        (0, 1, 0, 0.0)
+    );
+}
+
+#[test]
+fn a_click_that_is_not_a_click_through_contributes_no_dwell() {
+    let click = |id: Option<&str>, dwell: u64| {
+        let e = with(on(event("u1", "click", 0), "p1"), "dwell_ms", json!(dwell));
+        match id {
+            Some(id) => rec(e, id),
+            None => e,
+        }
+    };
+    let page_view = |dwell: u64| {
+        with(
+            on(event("u1", "page_view", 0), "p2"),
+            "dwell_ms",
+            json!(dwell),
+        )
+    };
+    let events = [
+        rec(impression("u1", 0, &["p1", "p2"]), "r1"),
+        rec(impression("u1", 0, &["p3"]), "r2"),
+        // not click-throughs: no dwell
+        click(None, 4000),
+        click(Some("r2"), 6000),
+        at_ms(click(Some("r1"), 8000), T0 + 60_001),
+        // a click-through and two page views (with or without rec): their dwell counts
+        click(Some("r1"), 3000),
+        page_view(1000),
+        rec(page_view(2000), "r2"),
+    ];
+    let rows = final_rows(&events, SHORT);
+    let row = &rows["treatment"];
+    assert_eq!(row["impressions"], 2);
+    assert_eq!(row["clicks"], 1);
+    assert_eq!(row["dwell_events"], 3);
+    // (3000 + 1000 + 2000) / 3
+    assert_close(row, "mean_dwell_ms", 2000.0);
+    // with only the clicks that are not click-throughs: no dwell at all
+    let rows = final_rows(&events[..5], SHORT);
+    let row = &rows["treatment"];
+    assert_eq!(row["clicks"], 0);
+    assert_eq!(row["dwell_events"], 0);
+    assert_null(row, &["mean_dwell_ms"]);
 }
 
 #[test]
@@ -764,12 +992,19 @@ weight = 0.5
 "#;
 
 /// A random clickstream with impressions, attributed and unattributed actions, and late
-/// events (ts up to 20 s out of order).
+/// events (ts up to 20 s out of order). Most impressions carry a rec id; a click carries the
+/// rec of its user's latest impression (often on one of its items: a click-through when in
+/// time), the rec of any impression, or none; other actions sometimes carry a rec too. The
+/// recs come from a second generator, so the rest is the same as without them.
 fn random_events(seed: u64, n: usize, users: u64) -> Vec<Value> {
     let mut rng = common::Rng::new(seed);
+    let mut recs = common::Rng::new(seed ^ 0x7265_6373);
+    // user → (rec, items) of their latest impression with a rec; all rec ids so far
+    let mut latest: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
+    let mut ids: Vec<String> = Vec::new();
     let mut ts = T0;
     (0..n)
-        .map(|_| {
+        .map(|i| {
             ts += rng.below(4000) as i64;
             let user = format!("u{}", rng.below(users));
             let item = format!("p{}", rng.below(8));
@@ -779,15 +1014,36 @@ fn random_events(seed: u64, n: usize, users: u64) -> Vec<Value> {
                 0..=2 => {
                     e["type"] = json!("impression");
                     let k = rng.below(4);
-                    let items: Vec<String> = (0..k).map(|_| format!("p{}", rng.below(8))).collect();
+                    let mut items: Vec<String> =
+                        (0..k).map(|_| format!("p{}", rng.below(8))).collect();
                     e["items"] = json!(items);
                     if rng.below(3) == 0 {
                         e["item"] = json!(item);
+                        items.push(item);
+                    }
+                    if recs.below(5) != 0 {
+                        let id = format!("r{i}");
+                        e["rec"] = json!(id);
+                        latest.insert(user, (id.clone(), items));
+                        ids.push(id);
                     }
                 }
                 3..=5 => {
                     e["type"] = json!("click");
                     e["item"] = json!(item);
+                    match (recs.below(4), latest.get(&user)) {
+                        (0 | 1, Some((id, items))) => {
+                            e["rec"] = json!(id);
+                            if !items.is_empty() && recs.below(3) != 0 {
+                                let k = recs.below(items.len() as u64) as usize;
+                                e["item"] = json!(items[k]);
+                            }
+                        }
+                        (2, _) if !ids.is_empty() => {
+                            e["rec"] = json!(ids[recs.below(ids.len() as u64) as usize]);
+                        }
+                        _ => {}
+                    }
                 }
                 6 => {
                     e["type"] = json!("add_to_cart");
@@ -808,6 +1064,9 @@ fn random_events(seed: u64, n: usize, users: u64) -> Vec<Value> {
             }
             if rng.below(5) == 0 {
                 e["dwell_ms"] = json!(rng.below(60_000));
+            }
+            if e["type"] != "impression" && e["type"] != "click" && recs.below(4) == 0 {
+                e["rec"] = json!(format!("r{}", recs.below(n as u64)));
             }
             e
         })
@@ -873,6 +1132,17 @@ fn checker_follows_state_at_on_random_input() {
     // rows of both experiments, with every variant
     let last = oracle.state(&views, None);
     assert_eq!(last.len(), 5);
+    // some clicks are click-throughs, not all of them
+    let counted: i64 = last
+        .iter()
+        .filter(|((_, key), _)| key.value()["experiment"] == "strategy")
+        .map(|(_, (value, _))| value["clicks"].as_i64().unwrap())
+        .sum();
+    let all_clicks = events.iter().filter(|e| e["type"] == "click").count() as i64;
+    assert!(
+        0 < counted && counted < all_clicks,
+        "{counted} of {all_clicks}"
+    );
     // and a wrong number is caught
     let t = *oracle.change_times().iter().nth(200).unwrap();
     let bump = |v: &mut Value| {

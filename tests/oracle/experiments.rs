@@ -7,7 +7,8 @@
 //! - `experiments` at T: every event effective at or before T counts (no window). A user
 //!   with an impression is exposed; an action (click, add_to_cart, purchase, or any other
 //!   non-impression event with `dwell_ms`, on an item) is attributed when an impression of
-//!   the same user exposed its item at most `attribution_ms` before it (event times);
+//!   the same user exposed its item at most `attribution_ms` before it (event times), and
+//!   for a click, only when the click carries that impression's `rec` id (a click-through);
 //! - per (experiment, variant): sums over the exposed users assigned to it, CTR lift by
 //!   the delta method (users as units), conversion lift, two-sided normal p-values, and a
 //!   chi-square sample ratio mismatch test over the experiment's variants;
