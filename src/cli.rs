@@ -22,6 +22,8 @@ pub enum Command {
     Run(RunArgs),
     /// Write a deterministic, realistic clickstream (JSON lines) to stdout.
     Generate(GenerateArgs),
+    /// Show the experiments of an engine output: a table, and an SVG chart over time.
+    Report(ReportArgs),
     /// Fit a model on a replay of an event file through the engine's views.
     Train(TrainArgs),
     /// Inspect the configuration.
@@ -36,6 +38,18 @@ pub enum ModelKind {
     Propensity,
     /// Implicit-feedback ALS item factors over the windowed scores (not loaded by `run` yet).
     Als,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// The engine's output (JSON lines, either format): a file, `-` for stdin, or
+    /// `tcp://ADDR` to subscribe to a running `intentflow run --serve ADDR` (the table is
+    /// printed again after each progress line that changed it).
+    #[arg(long)]
+    pub input: String,
+    /// Also chart each variant's CTR and conversion rate over event time here (SVG).
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -14,6 +14,7 @@ pub mod output;
 pub mod parse;
 pub mod refit;
 pub mod replay;
+pub mod report;
 pub mod serve;
 pub mod stats;
 pub mod train;

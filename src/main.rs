@@ -18,6 +18,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Generate(args) => generate(args),
+        Command::Report(args) => {
+            intentflow::report::report(&args.input, args.svg.as_deref()).map(|()| ExitCode::SUCCESS)
+        }
         Command::Train(args) => intentflow::train::train(&args).map(|()| ExitCode::SUCCESS),
         Command::Config(args) => config_command(args),
     };

@@ -562,6 +562,7 @@ pub fn experiment_rows(experiment: &Experiment, totals: &[Totals]) -> Rows {
                 "conversion_rate": ratio(t.conversions as f64, t.users as f64),
                 "mean_dwell_ms": ratio(t.dwell_sum as f64, t.dwell_n as f64),
                 "expected_share": share,
+                "control": j == 0,
                 "lift": ctr[0],
                 "ci_low": ctr[1],
                 "ci_high": ctr[2],
