@@ -13,12 +13,15 @@ use std::path::Path;
 /// (experiment, variant).
 type RowKey = (String, String);
 
+/// A row at one time: (time, CTR, conversion rate).
+type Point = (u64, Option<f64>, Option<f64>);
+
 /// The `experiments` rows as the output stream leaves them, and each row's history.
 #[derive(Default)]
 pub struct Report {
     rows: BTreeMap<RowKey, Value>,
     /// Per row: (time, CTR, conversion rate) after each change, in time order.
-    history: BTreeMap<RowKey, Vec<(u64, Option<f64>, Option<f64>)>>,
+    history: BTreeMap<RowKey, Vec<Point>>,
     /// Rows changed since the last progress line, with the time of their change.
     changed: BTreeMap<RowKey, u64>,
     /// Whether anything changed since the table was last printed (live mode).
@@ -159,8 +162,7 @@ impl Report {
     /// Charts CTR and conversion rate per variant over event time, one row of two panels
     /// per experiment.
     pub fn write_svg(&self, path: &Path) -> Result<(), String> {
-        let mut experiments: BTreeMap<&str, Vec<(&str, &[(u64, Option<f64>, Option<f64>)])>> =
-            BTreeMap::new();
+        let mut experiments: BTreeMap<&str, Vec<(&str, &[Point])>> = BTreeMap::new();
         for ((experiment, variant), points) in &self.history {
             experiments
                 .entry(experiment)

@@ -1073,13 +1073,12 @@ fn random_events(seed: u64, n: usize, users: u64) -> Vec<Value> {
         .collect()
 }
 
+/// A change to the rows of one time: (time, edit).
+type Tamper<'a> = (i64, &'a dyn Fn(&mut Value));
+
 /// An output in the engine's protocol built from `state_at` at every change time (a
 /// progress line after each), with `tamper` applied to the rows of one time.
-fn synthetic_output(
-    oracle: &Oracle,
-    views: &[&str],
-    tamper: Option<(i64, &dyn Fn(&mut Value))>,
-) -> String {
+fn synthetic_output(oracle: &Oracle, views: &[&str], tamper: Option<Tamper>) -> String {
     let mut out = String::new();
     let mut previous = common::State::new();
     for t in oracle.change_times_for(views) {
