@@ -47,11 +47,28 @@ fn simulated(config: &str, args: &[&str]) -> String {
 /// Runs the engine with `config` and checks `views` against the oracle at every progress
 /// line. Returns the engine's stdout.
 fn check_against_oracle(input: &str, config: &str, views: &[&str], flags: &[&str]) -> String {
-    let params = Params::default().with_config(config);
+    check_against_oracle_at(
+        input,
+        Params::default().with_config(config),
+        views,
+        flags,
+        Granularity::Progress,
+    )
+}
+
+/// `check_against_oracle` with the oracle's params (times) and granularity given.
+fn check_against_oracle_at(
+    input: &str,
+    params: Params,
+    views: &[&str],
+    flags: &[&str],
+    granularity: Granularity,
+) -> String {
+    let config = params.config_text.clone().expect("a config");
     let oracle = Oracle::new(input, params);
     assert!(oracle.rejected.is_empty(), "{:?}", oracle.rejected.first());
     let input_file = temp_file(".jsonl", input);
-    let config_file = temp_file(".toml", config);
+    let config_file = temp_file(".toml", &config);
     let view_list = views.join(",");
     let mut args = vec![
         "--views",
@@ -66,7 +83,7 @@ fn check_against_oracle(input: &str, config: &str, views: &[&str], flags: &[&str
         .check_consolidated()
         .unwrap_or_else(|e| panic!("`{}`: {e}", run.command));
     oracle
-        .check(&output, views, Granularity::Progress)
+        .check(&output, views, granularity)
         .unwrap_or_else(|e| panic!("`{}`:\n{e}", run.command));
     run.stdout
 }
@@ -129,6 +146,138 @@ fn experiments_match_the_oracle_at_every_progress_line() {
         "{treatment}"
     );
     assert!(treatment["p_value"].is_number(), "{treatment}");
+}
+
+/// A deterministic jumble of impressions (with and without `rec`), click-throughs, clicks
+/// from elsewhere, carts, purchases and dwell, partly out of order: the engine equals the
+/// oracle after every change time, attribution windows and late events included.
+#[test]
+fn attribution_matches_the_oracle_at_every_change_time() {
+    let mut state: u64 = 12345;
+    let mut next = |n: u64| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) % n
+    };
+    let mut lines = Vec::new();
+    let mut lists: Vec<(String, String, Vec<String>)> = Vec::new();
+    for i in 0..1500u64 {
+        let user = format!("u{}", next(40));
+        let ts = 1_767_225_600_000 + i * 400 + next(400);
+        let item = format!("i{}", next(12));
+        let line = match next(10) {
+            0..=2 => {
+                let items: Vec<String> =
+                    (0..1 + next(4)).map(|_| format!("i{}", next(12))).collect();
+                let rec = format!("r{i}");
+                lists.push((user.clone(), rec.clone(), items.clone()));
+                let rec_field = if next(5) == 0 {
+                    String::new()
+                } else {
+                    format!(r#","rec":"{rec}""#)
+                };
+                format!(
+                    r#"{{"user":"{user}","type":"impression","ts":{ts},"items":{}{rec_field}}}"#,
+                    serde_json::to_string(&items).unwrap()
+                )
+            }
+            3..=5 => {
+                // Mostly a click-through of a recent list (by its user, on one of its items);
+                // else a click from elsewhere, or with another list's id.
+                let (mut user, mut item, mut rec) = (user, item, String::new());
+                if !lists.is_empty() {
+                    let n = lists.len();
+                    let (list_user, list_rec, items) =
+                        &lists[n - 1 - next(n.min(6) as u64) as usize];
+                    rec = format!(r#","rec":"{list_rec}""#);
+                    if next(3) != 0 {
+                        user = list_user.clone();
+                        item = items[next(items.len() as u64) as usize].clone();
+                    }
+                }
+                if next(6) == 0 {
+                    rec.clear();
+                }
+                let dwell = if next(2) == 0 {
+                    format!(r#","dwell_ms":{}"#, next(9000))
+                } else {
+                    String::new()
+                };
+                format!(
+                    r#"{{"user":"{user}","type":"click","ts":{ts},"item":"{item}"{rec}{dwell}}}"#
+                )
+            }
+            6 => format!(r#"{{"user":"{user}","type":"add_to_cart","ts":{ts},"item":"{item}"}}"#),
+            7 => format!(
+                r#"{{"user":"{user}","type":"purchase","ts":{ts},"item":"{item}","value":{}.5}}"#,
+                next(90)
+            ),
+            _ => format!(
+                r#"{{"user":"{user}","type":"page_view","ts":{ts},"item":"{item}","dwell_ms":{}}}"#,
+                next(60_000)
+            ),
+        };
+        lines.push(line);
+    }
+    // The window's edges: a click-through exactly `attribution_ms` (20 s) after its
+    // impression counts, one a millisecond later does not.
+    let edge: u64 = 1_767_225_600_000 + 1500 * 400 + 1_000;
+    lines.extend([
+        format!(r#"{{"user":"edge","type":"impression","ts":{edge},"items":["i1"],"rec":"e"}}"#),
+        format!(
+            r#"{{"user":"edge","type":"click","ts":{},"item":"i1","rec":"e"}}"#,
+            edge + 20_000
+        ),
+        format!(
+            r#"{{"user":"edge","type":"click","ts":{},"item":"i1","rec":"e"}}"#,
+            edge + 20_001
+        ),
+    ]);
+    // Some lines arrive up to 40 lines (about 16 s) late.
+    for i in 0..lines.len() {
+        if next(15) == 0 {
+            let j = (i + 1 + next(40) as usize).min(lines.len() - 1);
+            lines.swap(i, j);
+        }
+    }
+    let input = lines.join("\n") + "\n";
+    let config = r#"
+[[experiments]]
+name = "short"
+attribution_ms = 20000
+variants = [{ name = "a" }, { name = "b" }, { name = "c", weight = 2 }]
+
+[[experiments]]
+name = "long"
+salt = "other"
+variants = [{ name = "x", weight = 3 }, { name = "y" }]
+"#;
+    let params = Params::default().with_config(config).times(1, 3000);
+    let stdout = check_against_oracle_at(
+        &input,
+        params,
+        &["experiments"],
+        &["--tick-ms", "1", "--lateness-ms", "3000", "--workers", "2"],
+        Granularity::EveryTime,
+    );
+    // The jumble exercises both outcomes: some clicks count, most do not.
+    let rows = final_rows(&stdout, "experiments");
+    assert_eq!(rows.len(), 5);
+    let sum = |field: &str| -> i64 {
+        rows.iter()
+            .filter(|(key, _)| key.contains("short"))
+            .map(|(_, row)| row[field].as_i64().unwrap())
+            .sum()
+    };
+    let clicks = lines.iter().filter(|l| l.contains(r#""click""#)).count() as i64;
+    eprintln!(
+        "{} of {clicks} clicks attributed; {} conversions",
+        sum("clicks"),
+        sum("conversions")
+    );
+    assert!(sum("clicks") > 50 && sum("clicks") < clicks * 3 / 4);
+    assert!(sum("conversions") > 0 && sum("add_to_carts") > 0);
 }
 
 /// `recs` computed with each user's variant's blend, and carrying the variant: checked
@@ -405,6 +554,35 @@ fn example_config_runs_its_experiment() {
     );
     let rows = final_rows(&out.stdout, "experiments");
     assert_eq!(rows.len(), 2, "{rows:?}");
+    // The report reads that output: a table with the control first, and a chart.
+    let output = temp_file(".jsonl", &out.stdout);
+    let svg = temp_file(".svg", "");
+    let report = intentflow(&[
+        "report",
+        "--input",
+        output.path().to_str().unwrap(),
+        "--svg",
+        svg.path().to_str().unwrap(),
+    ])
+    .success();
+    let table: Vec<&str> = report.stdout.lines().collect();
+    assert!(
+        table[0].starts_with("experiment strategy: sample ratio ok"),
+        "{}",
+        report.stdout
+    );
+    assert!(
+        table[2].trim_start().starts_with("control"),
+        "{}",
+        report.stdout
+    );
+    assert!(
+        table[3].trim_start().starts_with("treatment"),
+        "{}",
+        report.stdout
+    );
+    let chart = std::fs::read_to_string(svg.path()).unwrap();
+    assert!(chart.contains("strategy: CTR (%)") && chart.contains("treatment"));
     let unknown = intentflow(&[
         "generate",
         "--events",
