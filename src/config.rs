@@ -882,6 +882,68 @@ mod tests {
     }
 
     #[test]
+    fn experiments_parse_and_their_errors_name_the_key() {
+        let two = "variants = [{ name = \"a\" }, { name = \"b\", weight = 3 }]\n";
+        let config = parse(&format!(
+            "[recs]\nweights = {{ next = 0.2 }}\n[[experiments]]\nname = \"e\"\n\
+             variants = [{{ name = \"a\" }}, {{ name = \"b\", recs_weights = {{ als = 0 }} }}]\n\
+             [[experiments]]\nname = \"f\"\nsalt = \"s\"\nattribution_ms = 5\n{two}"
+        ))
+        .unwrap();
+        let [e, f] = &config.views.experiments[..] else {
+            panic!("two experiments");
+        };
+        assert_eq!(
+            (e.salt.as_str(), e.attribution_ms),
+            ("e", DEFAULT_ATTRIBUTION_MS)
+        );
+        assert_eq!(e.variants[0].recs_weights, None);
+        // Unset sources keep the [recs] weights.
+        assert_eq!(e.variants[1].recs_weights, Some([1_000, 200, 0, 300, 100]));
+        assert_eq!((f.salt.as_str(), f.attribution_ms), ("s", 5));
+        assert_eq!(f.shares(), [0.25, 0.75]);
+        for (text, key) in [
+            ("[[experiments]]\nvariants = []\n".to_string(), "name"),
+            (
+                "[[experiments]]\nname = \"e\"\nvariants = [{ name = \"a\" }]\n".into(),
+                "experiments[0].variants",
+            ),
+            (
+                format!("[[experiments]]\nname = \"e\"\n{two}[[experiments]]\nname = \"e\"\n{two}"),
+                "experiments[1].name",
+            ),
+            (
+                "[[experiments]]\nname = \"e\"\nvariants = [{ name = \"a\" }, { name = \"a\" }]\n"
+                    .into(),
+                "experiments[0].variants[1].name",
+            ),
+            (
+                "[[experiments]]\nname = \"e\"\nvariants = [{ name = \"a\", weight = 0 }, { name = \"b\" }]\n"
+                    .into(),
+                "experiments[0].variants[0].weight",
+            ),
+            (
+                format!(
+                    "[[experiments]]\nname = \"e\"\n{two}[[experiments]]\nname = \"f\"\n\
+                     variants = [{{ name = \"a\", recs_weights = {{ als = 1 }} }}, {{ name = \"b\" }}]\n"
+                ),
+                "experiments[1].variants[0].recs_weights",
+            ),
+            (
+                format!("[[experiments]]\nname = \"e\"\nsalty = \"x\"\n{two}"),
+                "salty",
+            ),
+            (
+                format!("[[experiments]]\nname = \"e\"\nattribution_ms = 0\n{two}"),
+                "experiments[0].attribution_ms",
+            ),
+        ] {
+            let error = parse(&text).unwrap_err();
+            assert!(error.contains(key), "{text}: {error}");
+        }
+    }
+
+    #[test]
     fn sequence_and_model_tables_name_their_keys() {
         let config = parse(
             "[sequences]\nnext_k = 2\npath_length = 3\nfunnel = [\"product\", \"purchase\"]\n\

@@ -279,6 +279,18 @@ mod tests {
     }
 
     #[test]
+    fn impression_items_parse_without_empty_ids() {
+        let event = parse_event(
+            r#"{"user":"u","type":"impression","ts":1,"items":["p1","","p2"],"rec":"r"}"#,
+        )
+        .unwrap();
+        let items: Vec<&str> = event.items.iter().map(|item| item.as_str()).collect();
+        assert_eq!(items, ["p1", "p2"]);
+        let none = parse_event(r#"{"user":"u","type":"impression","ts":1,"items":null}"#).unwrap();
+        assert!(none.items.is_empty());
+    }
+
+    #[test]
     fn bad_events_say_why() {
         let cases = [
             (r#"{"type":"click","ts":1}"#, "missing field \"user\""),
@@ -303,6 +315,14 @@ mod tests {
             (
                 r#"{"user":"u","type":"click","ts":1,"dwell_ms":-3}"#,
                 "\"dwell_ms\" must be a non-negative integer",
+            ),
+            (
+                r#"{"user":"u","type":"impression","ts":1,"items":"p1"}"#,
+                "\"items\" must be an array of strings",
+            ),
+            (
+                r#"{"user":"u","type":"impression","ts":1,"items":["p1",2]}"#,
+                "\"items\" must be an array of strings",
             ),
             (r#"[1,2]"#, "expected a JSON object"),
             (r#"{"user":"u","#, "malformed JSON"),
