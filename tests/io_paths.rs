@@ -543,3 +543,58 @@ fn bad_catalog_lines_are_reported_and_the_first_line_of_an_item_wins() {
     assert!(categories.iter().any(|k| k.contains("shoes")));
     assert!(categories.iter().any(|k| k.contains("bags")));
 }
+
+/// `intentflow report --input tcp://ADDR` follows a running engine's `experiments` view
+/// through a subscription and ends with the same table as a report of the file output.
+#[test]
+fn report_follows_a_live_subscription() {
+    let config = repo_path("examples/intentflow.toml");
+    let config = config.to_str().unwrap();
+    let events = intentflow(&[
+        "generate", "--users", "100", "--events", "4000", "--days", "2", "--config", config,
+    ])
+    .success()
+    .stdout;
+    let events_file = temp_file(".jsonl", &events);
+    let file_run = run_engine(
+        events_file.path(),
+        &["--config", config, "--views", "experiments"],
+    );
+    let file_output = temp_file(".jsonl", &file_run.stdout);
+    let expected = intentflow(&["report", "--input", file_output.path().to_str().unwrap()])
+        .success()
+        .stdout;
+
+    let mut engine = Engine::start(&[
+        "run",
+        "--input",
+        "stdin",
+        "--config",
+        config,
+        "--views",
+        "experiments",
+        "--serve",
+        "127.0.0.1:0",
+    ]);
+    let serve = engine.addresses(&["serving subscriptions on"]).remove(0);
+    let report = Command::new(BIN)
+        .args(["report", "--input", &format!("tcp://{serve}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The report subscribes before the first event, so it sees every change live.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut stdin = engine.child.stdin.take().unwrap();
+    stdin.write_all(events.as_bytes()).unwrap();
+    drop(stdin);
+    assert!(engine.child.wait().unwrap().success());
+    let output = report.wait_with_output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        text.trim_end().ends_with(expected.trim_end()),
+        "live report:\n{text}\nfile report:\n{expected}"
+    );
+    assert!(text.matches("experiment strategy").count() > 1, "{text}");
+}
