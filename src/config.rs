@@ -2,6 +2,7 @@
 //! An unknown key or a bad value is an error that names it.
 
 use compact_str::CompactString;
+use intentflow_dataflows::assignment::BUCKETS;
 use intentflow_dataflows::experiments::{Experiment, Variant};
 use intentflow_dataflows::features::FeatureSums;
 use intentflow_dataflows::model::{EventKind, ItemKind, Score, ScrollDepth};
@@ -538,6 +539,21 @@ fn experiments(tables: &[ExperimentTable], recs: [i64; 5]) -> Result<Vec<Experim
                 recs_weights,
             });
         }
+        let total: f64 = variants.iter().map(|variant| variant.weight).sum();
+        if !total.is_finite() {
+            return Err(format!(
+                "{key}.variants: the weights' sum is not a finite number"
+            ));
+        }
+        for (v, variant) in variants.iter().enumerate() {
+            // Below one bucket a variant may get no users at all, and the sample-ratio
+            // check would blame the traffic for a config problem.
+            if variant.weight / total < 1.0 / f64::from(BUCKETS) {
+                return Err(format!(
+                    "{key}.variants[{v}].weight: a share below 1/{BUCKETS} of the users"
+                ));
+            }
+        }
         let salt = table.salt.as_deref().unwrap_or(&table.name);
         out.push(Experiment::new(&table.name, salt, attribution_ms, variants));
     }
@@ -936,6 +952,11 @@ mod tests {
             (
                 format!("[[experiments]]\nname = \"e\"\nattribution_ms = 0\n{two}"),
                 "experiments[0].attribution_ms",
+            ),
+            (
+                "[[experiments]]\nname = \"e\"\nvariants = [{ name = \"a\" }, { name = \"b\", weight = 0.00001 }]\n"
+                    .into(),
+                "experiments[0].variants[1].weight",
             ),
         ] {
             let error = parse(&text).unwrap_err();

@@ -922,8 +922,8 @@ impl RecSim {
             .map(|index| {
                 let id = format!("u{}", index + 1);
                 let variant = experiment.assign(&EngineUserId::new(&id));
-                // A per-user taste for recommendations, from a hash: no draws from the main
-                // generator, so the rest of the stream is what it is without the experiment.
+                // A per-user taste for recommendations, from a hash rather than the main
+                // generator, so users' tastes do not depend on the order they are built in.
                 let taste = f64::from(fnv1a32(format!("taste:{id}").as_bytes()) % 1000) / 1000.0;
                 let factor = 0.25 + 1.5 * taste;
                 let uplift = sim.uplift.get(variant).copied().unwrap_or(0.0);

@@ -109,6 +109,11 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
             .map(|name| name.trim().parse())
             .collect::<Result<_, _>>()?,
     };
+    if views.contains(&ViewName::Experiments) && params.experiments.is_empty() {
+        return Err(
+            "the experiments view needs [[experiments]] in the config (--config FILE)".into(),
+        );
+    }
     let refit_kmeans = views.contains(&ViewName::Segments);
     let refit_als = views.contains(&ViewName::Als);
     if args.refit_every.is_some() && !refit_kmeans && !refit_als {
@@ -299,6 +304,9 @@ fn experiment_sim(args: &GenerateArgs) -> Result<Option<generate::ExperimentSim>
                     experiment.name
                 )
             })?;
+        if uplift[index] != 0.0 {
+            return Err(format!("--uplift {spec:?}: {name:?} has an uplift already"));
+        }
         uplift[index] = fraction
             .parse::<f64>()
             .ok()

@@ -131,8 +131,11 @@ impl RawEvent {
             value,
             rec: non_empty(self.rec),
             variant: non_empty(self.variant),
+            // Only impressions show lists; other events do not carry theirs through every
+            // view.
             items: self
                 .items
+                .filter(|_| kind == EventKind::Impression)
                 .unwrap_or_default()
                 .into_iter()
                 .filter(|item| !item.is_empty())
@@ -175,6 +178,35 @@ impl<'de> Deserialize<'de> for RawEvent {
 
 struct RawEventVisitor;
 
+/// The `items` of an impression. Its own visitor so that a wrong element type gets a clear
+/// message while a syntax error inside the array is still reported as malformed JSON.
+struct ItemList(Vec<CompactString>);
+
+impl<'de> Deserialize<'de> for ItemList {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ItemListVisitor;
+        impl<'de> Visitor<'de> for ItemListVisitor {
+            type Value = ItemList;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("\"items\" as an array of strings")
+            }
+            fn visit_seq<S: de::SeqAccess<'de>>(self, mut seq: S) -> Result<ItemList, S::Error> {
+                let mut items = Vec::new();
+                while let Some(element) = seq.next_element::<serde_json::Value>()? {
+                    match element {
+                        serde_json::Value::String(item) => items.push(CompactString::from(item)),
+                        _ => {
+                            return Err(de::Error::custom("\"items\" must be an array of strings"));
+                        }
+                    }
+                }
+                Ok(ItemList(items))
+            }
+        }
+        deserializer.deserialize_seq(ItemListVisitor)
+    }
+}
+
 /// Reads the next value of `field`, naming the field if its type is wrong.
 fn field_value<'de, A, T>(map: &mut A, field: &str) -> Result<Option<T>, A::Error>
 where
@@ -207,11 +239,7 @@ impl<'de> Visitor<'de> for RawEventVisitor {
                 "value" => raw.value = field_value(&mut map, "value")?,
                 "rec" => raw.rec = field_value(&mut map, "rec")?,
                 "variant" => raw.variant = field_value(&mut map, "variant")?,
-                "items" => {
-                    raw.items = map
-                        .next_value()
-                        .map_err(|_| de::Error::custom("\"items\" must be an array of strings"))?
-                }
+                "items" => raw.items = map.next_value::<Option<ItemList>>()?.map(|list| list.0),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -318,7 +346,11 @@ mod tests {
             ),
             (
                 r#"{"user":"u","type":"impression","ts":1,"items":"p1"}"#,
-                "\"items\" must be an array of strings",
+                "expected \"items\" as an array of strings",
+            ),
+            (
+                r#"{"user":"u","type":"impression","ts":1,"items":["p1""#,
+                "malformed JSON",
             ),
             (
                 r#"{"user":"u","type":"impression","ts":1,"items":["p1",2]}"#,

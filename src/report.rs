@@ -322,12 +322,21 @@ pub fn report(input: &str, svg: Option<&Path>) -> Result<(), String> {
         report.apply_line(&line);
         if live && report.unprinted && line.starts_with("{\"progress\"") {
             report.unprinted = false;
-            let _ = writeln!(out, "{}", report.table());
+            // A closed stdout (`| head`) ends a live report.
+            writeln!(out, "{}", report.table())
+                .and_then(|()| out.flush())
+                .map_err(|e| format!("writing the report: {e}"))?;
         }
     }
     report.settle();
+    if report.rows.is_empty() {
+        return Err(format!(
+            "no experiments rows in {input}: run the engine with a config that has \
+             [[experiments]], on events with impressions"
+        ));
+    }
     if !live || report.unprinted {
-        write!(out, "{}", report.table()).map_err(|e| e.to_string())?;
+        write!(out, "{}", report.table()).map_err(|e| format!("writing the report: {e}"))?;
     }
     if let Some(path) = svg {
         report.write_svg(path)?;

@@ -8,7 +8,7 @@
 mod common;
 mod oracle;
 
-use oracle::experiments::{self, Totals, bucket, bucket_bounds, variant_of_bucket};
+use oracle::experiments::{self, Totals, bucket, bucket_ranges, variant_of_bucket};
 use oracle::*;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -130,7 +130,7 @@ fn buckets_match_growthbook_hash_v2() {
         ("", "a"),
     ];
     let variants = |weights: &[f64]| -> Vec<usize> {
-        let bounds = bucket_bounds(weights);
+        let bounds = bucket_ranges(weights);
         cases
             .iter()
             .map(|(salt, user)| variant_of_bucket(&bounds, bucket(salt, user)))
@@ -141,17 +141,27 @@ fn buckets_match_growthbook_hash_v2() {
 }
 
 #[test]
-fn bucket_bounds_round_cumulative_shares() {
-    assert_eq!(bucket_bounds(&[0.5, 0.5]), [5000, 10000]);
-    assert_eq!(bucket_bounds(&[1.0, 1.0, 1.0]), [3333, 6667, 10000]);
-    assert_eq!(bucket_bounds(&[0.2, 0.3, 0.5]), [2000, 5000, 10000]);
-    // half away from zero: 10000 / 8 = 1250, 10000 * 1/16 = 625, 10000 / 32 = 312.5 -> 313
-    assert_eq!(bucket_bounds(&[1.0, 31.0]), [313, 10000]);
-    // the upper bound is exclusive
-    let bounds = bucket_bounds(&[0.5, 0.5]);
-    assert_eq!(variant_of_bucket(&bounds, 4999), 0);
-    assert_eq!(variant_of_bucket(&bounds, 5000), 1);
-    assert_eq!(variant_of_bucket(&bounds, 9999), 1);
+fn bucket_ranges_follow_growthbook_at_uneven_boundaries() {
+    // From GrowthBook's SDK: chooseVariation(b / 10000, getBucketRanges(3, 1, w)).
+    let thirds = bucket_ranges(&[1.0 / 3.0; 3]);
+    let uneven = bucket_ranges(&[0.1, 0.2, 0.7]);
+    for (b, of_thirds, of_uneven) in [
+        (999, 0, 0),
+        (1000, 0, 1),
+        (3000, 0, 1),
+        (3333, 0, 2),
+        (3334, 1, 2),
+        (6666, 1, 2),
+        (6667, 2, 2),
+        (9999, 2, 2),
+    ] {
+        assert_eq!(variant_of_bucket(&thirds, b), of_thirds, "bucket {b}");
+        assert_eq!(variant_of_bucket(&uneven, b), of_uneven, "bucket {b}");
+    }
+    let halves = bucket_ranges(&[0.5, 0.5]);
+    assert_eq!(variant_of_bucket(&halves, 4999), 0);
+    assert_eq!(variant_of_bucket(&halves, 5000), 1);
+    assert_eq!(variant_of_bucket(&halves, 9999), 1);
     assert_eq!(bucket("strategy", "u18"), 4999);
 }
 

@@ -17,47 +17,77 @@
 /// Buckets per experiment: weights resolve to 0.01 %.
 pub const BUCKETS: u32 = 10_000;
 
-/// 32-bit FNV-1a.
-pub fn fnv1a32(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5, |hash: u32, byte| {
+/// Weights that sum to 1 within this are taken as given, as GrowthBook takes them.
+const SUM_TOLERANCE: f64 = 1e-9;
+
+/// 32-bit FNV-1a, continuing from `hash` (start from [`FNV_OFFSET`]).
+fn fnv1a32_from(hash: u32, bytes: &[u8]) -> u32 {
+    bytes.iter().fold(hash, |hash, byte| {
         (hash ^ u32::from(*byte)).wrapping_mul(0x0100_0193)
     })
 }
 
+const FNV_OFFSET: u32 = 0x811c_9dc5;
+
+/// 32-bit FNV-1a.
+pub fn fnv1a32(bytes: &[u8]) -> u32 {
+    fnv1a32_from(FNV_OFFSET, bytes)
+}
+
 /// The user's bucket in `0..BUCKETS` (GrowthBook's hash v2, scaled to buckets). Hashing the
 /// decimal text of the first hash again removes the bias one pass leaves in the low digits.
+/// It runs for every `recs` update, so it does not allocate.
 pub fn bucket(salt: &str, user: &str) -> u32 {
-    let mut seeded = Vec::with_capacity(salt.len() + user.len());
-    seeded.extend_from_slice(salt.as_bytes());
-    seeded.extend_from_slice(user.as_bytes());
-    let first = fnv1a32(&seeded);
-    fnv1a32(first.to_string().as_bytes()) % BUCKETS
-}
-
-/// The exclusive upper bucket of each variant, from weights (positive, any scale): variant
-/// `j` owns `[bounds[j-1], bounds[j])`, and the last bound is `BUCKETS`.
-pub fn bucket_bounds(weights: &[f64]) -> Vec<u32> {
-    let total: f64 = weights.iter().sum();
-    let mut cumulative = 0.0;
-    let mut bounds: Vec<u32> = weights
-        .iter()
-        .map(|weight| {
-            cumulative += weight;
-            (f64::from(BUCKETS) * cumulative / total).round() as u32
-        })
-        .collect();
-    if let Some(last) = bounds.last_mut() {
-        *last = BUCKETS;
+    let first = fnv1a32_from(fnv1a32(salt.as_bytes()), user.as_bytes());
+    let mut digits = [0u8; 10];
+    let mut start = digits.len();
+    let mut rest = first;
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
     }
-    bounds
+    fnv1a32(&digits[start..]) % BUCKETS
 }
 
-/// The variant (index) owning `bucket`.
-pub fn variant_of(bounds: &[u32], bucket: u32) -> usize {
-    bounds
+/// Each variant's share of users: weights summing to 1 as given (GrowthBook's `weights`),
+/// other positive weights scaled to sum to 1 (1 and 3 become 0.25 and 0.75; a GrowthBook
+/// client must then be given the shares).
+pub fn shares(weights: &[f64]) -> Vec<f64> {
+    let total: f64 = weights.iter().sum();
+    if (total - 1.0).abs() <= SUM_TOLERANCE {
+        weights.to_vec()
+    } else {
+        weights.iter().map(|weight| weight / total).collect()
+    }
+}
+
+/// Each variant's range of the unit interval, as GrowthBook's `getBucketRanges` (full
+/// coverage) lays them out: consecutive `[start, start + share)`, in float arithmetic.
+pub fn ranges(shares: &[f64]) -> Vec<(f64, f64)> {
+    let mut cumulative = 0.0;
+    shares
         .iter()
-        .position(|bound| bucket < *bound)
-        .unwrap_or(bounds.len().saturating_sub(1))
+        .map(|share| {
+            let start = cumulative;
+            cumulative += share;
+            (start, start + share)
+        })
+        .collect()
+}
+
+/// The variant (index) whose range holds `bucket / BUCKETS`, compared in floats exactly as
+/// GrowthBook's `chooseVariation` does (so boundaries that are not whole buckets fall the
+/// same way); the last variant if float sums leave the point past every range.
+pub fn variant_of(ranges: &[(f64, f64)], bucket: u32) -> usize {
+    let point = f64::from(bucket) / f64::from(BUCKETS);
+    ranges
+        .iter()
+        .position(|(start, end)| point >= *start && point < *end)
+        .unwrap_or(ranges.len().saturating_sub(1))
 }
 
 #[cfg(test)]
@@ -75,27 +105,49 @@ mod tests {
         ("", "a", 216, 0, 0),
     ];
 
+    /// Buckets at range boundaries, with GrowthBook's variants for weights [1/3, 1/3, 1/3]
+    /// and [0.1, 0.2, 0.7] (same SDK): boundaries that are not whole buckets.
+    const GROWTHBOOK_EDGES: [(u32, usize, usize); 11] = [
+        (0, 0, 0),
+        (999, 0, 0),
+        (1000, 0, 1),
+        (2999, 0, 1),
+        (3000, 0, 1),
+        (3332, 0, 2),
+        (3333, 0, 2),
+        (3334, 1, 2),
+        (6666, 1, 2),
+        (6667, 2, 2),
+        (9999, 2, 2),
+    ];
+
     #[test]
     fn buckets_and_variants_match_growthbook() {
-        let halves = bucket_bounds(&[0.5, 0.5]);
-        let thirds = bucket_bounds(&[0.2, 0.3, 0.5]);
-        assert_eq!(halves, [5_000, 10_000]);
-        assert_eq!(thirds, [2_000, 5_000, 10_000]);
+        let halves = ranges(&shares(&[0.5, 0.5]));
+        let mixed = ranges(&shares(&[0.2, 0.3, 0.5]));
         for (salt, user, expected, of_two, of_three) in GROWTHBOOK {
             let b = bucket(salt, user);
             assert_eq!(b, expected, "bucket({salt:?}, {user:?})");
             assert_eq!(variant_of(&halves, b), of_two);
-            assert_eq!(variant_of(&thirds, b), of_three);
+            assert_eq!(variant_of(&mixed, b), of_three);
         }
+        let thirds = ranges(&shares(&[1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0]));
+        let uneven = ranges(&shares(&[0.1, 0.2, 0.7]));
+        for (b, of_thirds, of_uneven) in GROWTHBOOK_EDGES {
+            assert_eq!(variant_of(&thirds, b), of_thirds, "bucket {b}");
+            assert_eq!(variant_of(&uneven, b), of_uneven, "bucket {b}");
+        }
+        // Equal weights of any scale are the same thirds.
+        assert_eq!(ranges(&shares(&[2.0, 2.0, 2.0])), thirds);
     }
 
     #[test]
     fn weights_scale_freely_and_splits_are_near_their_weights() {
-        assert_eq!(bucket_bounds(&[1.0, 1.0]), bucket_bounds(&[50.0, 50.0]));
-        let bounds = bucket_bounds(&[1.0, 3.0]);
+        assert_eq!(shares(&[1.0, 3.0]), [0.25, 0.75]);
+        let ranges = ranges(&shares(&[1.0, 3.0]));
         let users = 40_000;
         let second = (0..users)
-            .filter(|u| variant_of(&bounds, bucket("split", &format!("u{u}"))) == 1)
+            .filter(|u| variant_of(&ranges, bucket("split", &format!("u{u}"))) == 1)
             .count();
         let share = second as f64 / users as f64;
         assert!((share - 0.75).abs() < 0.01, "share {share}");
@@ -103,15 +155,14 @@ mod tests {
 
     #[test]
     fn moved_boundaries_move_exactly_the_users_between_them() {
-        let before = bucket_bounds(&[1.0, 1.0]);
-        let after = bucket_bounds(&[1.0, 1.0, 1.0]);
-        assert_eq!(after, [3_333, 6_667, 10_000]);
+        let before = ranges(&shares(&[1.0, 1.0]));
+        let after = ranges(&shares(&[1.0, 1.0, 1.0]));
         let users = 20_000;
         let mut moved = 0;
         for u in 0..users {
             let b = bucket("grow", &format!("user{u}"));
             let (old, new) = (variant_of(&before, b), variant_of(&after, b));
-            let between = (3_333..5_000).contains(&b) || b >= 6_667;
+            let between = (3_334..5_000).contains(&b) || b >= 6_667;
             assert_eq!(old != new, between, "bucket {b}: {old} -> {new}");
             moved += usize::from(old != new);
         }

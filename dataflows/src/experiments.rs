@@ -20,7 +20,7 @@
 //! ([`crate::significance`]).
 
 use crate::Time;
-use crate::assignment::{bucket, bucket_bounds, variant_of};
+use crate::assignment::{bucket, ranges, shares, variant_of};
 use crate::model::{Cents, Event, EventKind, ItemId, Millis, UserId};
 use compact_str::CompactString;
 use differential_dataflow::VecCollection;
@@ -37,8 +37,9 @@ pub struct Experiment {
     pub attribution_ms: Millis,
     /// The first variant is the control.
     pub variants: Vec<Variant>,
-    /// Each variant's exclusive upper bucket ([`bucket_bounds`]).
-    bounds: Vec<u32>,
+    /// Each variant's share of users and range of the unit interval ([`ranges`]).
+    shares: Vec<f64>,
+    ranges: Vec<(f64, f64)>,
 }
 
 /// One variant of an experiment.
@@ -61,27 +62,25 @@ impl Experiment {
         variants: Vec<Variant>,
     ) -> Experiment {
         let weights: Vec<f64> = variants.iter().map(|variant| variant.weight).collect();
+        let shares = shares(&weights);
         Experiment {
             name: CompactString::new(name),
             salt: CompactString::new(salt),
             attribution_ms,
-            bounds: bucket_bounds(&weights),
+            ranges: ranges(&shares),
+            shares,
             variants,
         }
     }
 
     /// The index of the user's variant.
     pub fn assign(&self, user: &UserId) -> usize {
-        variant_of(&self.bounds, bucket(&self.salt, user.as_str()))
+        variant_of(&self.ranges, bucket(&self.salt, user.as_str()))
     }
 
     /// Each variant's configured share of users.
-    pub fn shares(&self) -> Vec<f64> {
-        let total: f64 = self.variants.iter().map(|variant| variant.weight).sum();
-        self.variants
-            .iter()
-            .map(|variant| variant.weight / total)
-            .collect()
+    pub fn shares(&self) -> &[f64] {
+        &self.shares
     }
 }
 
@@ -126,32 +125,32 @@ impl Action {
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
 pub struct Attributed {
-    pub clicks: i64,
-    pub add_to_carts: i64,
-    pub purchases: i64,
-    pub revenue: i64,
-    pub dwell_sum: i64,
-    pub dwell_events: i64,
+    pub clicks: i128,
+    pub add_to_carts: i128,
+    pub purchases: i128,
+    pub revenue: i128,
+    pub dwell_sum: i128,
+    pub dwell_events: i128,
 }
 
 impl Attributed {
-    fn add(&mut self, action: &Action, times: i64) {
+    fn add(&mut self, action: &Action, times: i128) {
         match action.kind {
             EventKind::Click => self.clicks += times,
             EventKind::AddToCart => self.add_to_carts += times,
             EventKind::Purchase => {
                 self.purchases += times;
-                self.revenue += action.value.0 * times;
+                self.revenue += i128::from(action.value.0) * times;
             }
             _ => {}
         }
         if let Some(dwell) = action.dwell_ms {
-            self.dwell_sum += dwell as i64 * times;
+            self.dwell_sum += i128::from(dwell) * times;
             self.dwell_events += times;
         }
     }
 
-    fn plus(&mut self, other: &Attributed, times: i64) {
+    fn plus(&mut self, other: &Attributed, times: i128) {
         self.clicks += other.clicks * times;
         self.add_to_carts += other.add_to_carts * times;
         self.purchases += other.purchases * times;
@@ -164,27 +163,29 @@ impl Attributed {
 /// One exposed user's totals in an experiment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 struct UserTotals {
-    impressions: i64,
+    impressions: i128,
     attributed: Attributed,
 }
 
 /// Sums over a variant's exposed users: the difference type that per-variant totals
 /// accumulate in, so adding or changing a user is one update, not a pass over all users.
+/// 128 bits, so no input (a dwell or an order value near the 64-bit limit) can overflow
+/// them.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
 pub struct VariantSums {
-    pub users: i64,
-    pub impressions: i64,
-    pub clicks: i64,
-    pub add_to_carts: i64,
-    pub conversions: i64,
-    pub revenue: i64,
-    pub dwell_sum: i64,
-    pub dwell_events: i64,
-    pub impressions_sq: i64,
-    pub clicks_sq: i64,
-    pub clicks_impressions: i64,
+    pub users: i128,
+    pub impressions: i128,
+    pub clicks: i128,
+    pub add_to_carts: i128,
+    pub conversions: i128,
+    pub revenue: i128,
+    pub dwell_sum: i128,
+    pub dwell_events: i128,
+    pub impressions_sq: i128,
+    pub clicks_sq: i128,
+    pub clicks_impressions: i128,
 }
 
 impl VariantSums {
@@ -195,7 +196,7 @@ impl VariantSums {
             impressions,
             clicks: a.clicks,
             add_to_carts: a.add_to_carts,
-            conversions: i64::from(a.purchases > 0),
+            conversions: i128::from(a.purchases > 0),
             revenue: a.revenue,
             dwell_sum: a.dwell_sum,
             dwell_events: a.dwell_events,
@@ -205,7 +206,7 @@ impl VariantSums {
         }
     }
 
-    fn fields(&self) -> [i64; 11] {
+    fn fields(&self) -> [i128; 11] {
         [
             self.users,
             self.impressions,
@@ -221,7 +222,7 @@ impl VariantSums {
         ]
     }
 
-    fn fields_mut(&mut self) -> [&mut i64; 11] {
+    fn fields_mut(&mut self) -> [&mut i128; 11] {
         [
             &mut self.users,
             &mut self.impressions,
@@ -270,7 +271,7 @@ impl Multiply<isize> for VariantSums {
     type Output = VariantSums;
     fn multiply(mut self, times: &isize) -> VariantSums {
         for field in self.fields_mut() {
-            *field *= *times as i64;
+            *field *= *times as i128;
         }
         self
     }
@@ -353,7 +354,7 @@ pub fn experiments<'s>(
                         _ => within(last_exposure, *ts),
                     };
                     if attributed {
-                        total.add(action, *times as i64);
+                        total.add(action, *times as i128);
                     }
                 }
             }
@@ -392,8 +393,8 @@ pub fn experiments<'s>(
                 };
                 for (entry, times) in input {
                     match entry {
-                        UserInput::Impression => totals.impressions += *times as i64,
-                        UserInput::Item(item) => totals.attributed.plus(item, *times as i64),
+                        UserInput::Impression => totals.impressions += *times as i128,
+                        UserInput::Item(item) => totals.attributed.plus(item, *times as i128),
                     }
                 }
                 if totals.impressions > 0 {

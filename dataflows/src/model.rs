@@ -185,7 +185,8 @@ pub struct Event {
     pub value: Option<Cents>,
     pub rec: Option<CompactString>,
     pub variant: Option<CompactString>,
-    /// The items an `impression` showed (besides `item`); empty for other events.
+    /// The items an `impression` showed (besides `item`); empty for other events (the
+    /// parser drops theirs).
     pub items: Vec<ItemId>,
 }
 

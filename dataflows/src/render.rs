@@ -466,16 +466,16 @@ pub fn experiment_rows(
     }
     #[derive(Serialize)]
     struct Value {
-        users: i64,
-        impressions: i64,
-        clicks: i64,
+        users: i128,
+        impressions: i128,
+        clicks: i128,
         ctr: Option<f64>,
-        add_to_carts: i64,
-        conversions: i64,
+        add_to_carts: i128,
+        conversions: i128,
         conversion_rate: Option<f64>,
-        dwell_events: i64,
+        dwell_events: i128,
         mean_dwell_ms: Option<f64>,
-        revenue: Fixed,
+        revenue: f64,
         lift: Option<f64>,
         ci_low: Option<f64>,
         ci_high: Option<f64>,
@@ -498,10 +498,10 @@ pub fn experiment_rows(
         cross: s.clicks_impressions as f64,
     };
     let converted = |s: &crate::experiments::VariantSums| (s.conversions as f64, s.users as f64);
-    let fraction = |part: i64, whole: i64| (whole > 0).then(|| part as f64 / whole as f64);
+    let fraction = |part: i128, whole: i128| (whole > 0).then(|| part as f64 / whole as f64);
     let shares = experiment.shares();
     let users: Vec<f64> = sums.iter().map(|s| s.users as f64).collect();
-    let srm_p = srm_p_value(&users, &shares);
+    let srm_p = srm_p_value(&users, shares);
     let control = &sums[0];
     let split = |c: Comparison| match c.lift {
         Some(l) => (Some(l.lift), Some(l.ci_low), Some(l.ci_high), c.p_value),
@@ -540,10 +540,7 @@ pub fn experiment_rows(
                     conversion_rate: fraction(s.conversions, s.users),
                     dwell_events: s.dwell_events,
                     mean_dwell_ms: fraction(s.dwell_sum, s.dwell_events),
-                    revenue: Fixed {
-                        units: s.revenue,
-                        scale: 100,
-                    },
+                    revenue: s.revenue as f64 / 100.0,
                     lift,
                     ci_low,
                     ci_high,

@@ -89,8 +89,9 @@ fn lift(v: f64, var_v: f64, c: f64, var_c: f64) -> Option<Lift> {
 }
 
 /// A ratio metric (CTR) of a variant against the control: Wald z-test on the difference,
-/// with delta-method variances. Nothing without a control CTR above 0: a relative
-/// comparison needs a base.
+/// with delta-method variances. Nothing unless both arms have two users (a variance) and
+/// the control's CTR is above 0 (a relative comparison needs a base); no p-value when both
+/// variances are 0.
 pub fn compare_ratios(variant: &RatioSample, control: &RatioSample) -> Comparison {
     let estimates = variant
         .ratio()

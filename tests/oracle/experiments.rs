@@ -3,7 +3,7 @@
 //! from the engine's dataflow.
 //!
 //! - assignment: `bucket(salt, user)` is GrowthBook's hash version 2 times 10000; variant j
-//!   owns the buckets `[B_{j-1}, B_j)`, `B_j = round(10000 · (w_0 + … + w_j) / W)`;
+//!   owns the points `bucket / 10000` in GrowthBook's range `[c_{j-1}, c_j)` of the shares;
 //! - `experiments` at T: every event effective at or before T counts (no window). A user
 //!   with an impression is exposed; an action (click, add_to_cart, purchase, or any other
 //!   non-impression event with `dwell_ms`, on an item) is attributed when an impression of
@@ -208,30 +208,29 @@ pub fn bucket(salt: &str, user: &str) -> u32 {
     fnv1a32(&inner.to_string()) % BUCKETS
 }
 
-/// The upper bucket bound of each variant: `B_j = round(10000 · (w_0 + … + w_j) / W)`
-/// (half away from zero), the last one 10000.
-pub fn bucket_bounds(weights: &[f64]) -> Vec<u32> {
-    let total: f64 = weights.iter().sum();
-    let mut cumulative = 0.0;
-    let mut bounds: Vec<u32> = weights
-        .iter()
-        .map(|w| {
-            cumulative += w;
-            (f64::from(BUCKETS) * cumulative / total).round() as u32
-        })
-        .collect();
-    if let Some(last) = bounds.last_mut() {
-        *last = BUCKETS;
+/// Each variant's interval of [0, 1), GrowthBook's `getBucketRanges` with full coverage:
+/// `[c_{j-1}, c_{j-1} + s_j)` where `c` accumulates the shares in f64 (brief revised with
+/// the engine to match GrowthBook at boundaries that are not whole buckets).
+pub fn bucket_ranges(shares: &[f64]) -> Vec<(f64, f64)> {
+    let mut out = Vec::new();
+    let mut c = 0.0f64;
+    for s in shares {
+        out.push((c, c + s));
+        c += s;
     }
-    bounds
+    out
 }
 
-/// The variant (0-based) whose range `[B_{j-1}, B_j)` holds `bucket`.
-pub fn variant_of_bucket(bounds: &[u32], bucket: u32) -> usize {
-    bounds
-        .iter()
-        .position(|b| bucket < *b)
-        .expect("the last bound is 10000")
+/// The variant (0-based) whose interval holds `bucket / 10000` (GrowthBook's
+/// `chooseVariation`); the last variant if none does (float sums just under 1).
+pub fn variant_of_bucket(ranges: &[(f64, f64)], bucket: u32) -> usize {
+    let n = bucket as f64 / BUCKETS as f64;
+    for (j, (lo, hi)) in ranges.iter().enumerate() {
+        if n >= *lo && n < *hi {
+            return j;
+        }
+    }
+    ranges.len() - 1
 }
 
 impl Experiment {
@@ -239,8 +238,8 @@ impl Experiment {
         self.variants.iter().map(|v| v.weight).collect()
     }
 
-    pub fn bounds(&self) -> Vec<u32> {
-        bucket_bounds(&self.weights())
+    pub fn bounds(&self) -> Vec<(f64, f64)> {
+        bucket_ranges(&self.shares())
     }
 
     /// The variant index of `user`.
@@ -248,9 +247,13 @@ impl Experiment {
         variant_of_bucket(&self.bounds(), bucket(&self.salt, user))
     }
 
-    /// `w_v / W` per variant.
+    /// Each variant's share: the weights themselves when they sum to 1 (within 1e-9), as
+    /// GrowthBook takes them; else `w_v / W`.
     pub fn shares(&self) -> Vec<f64> {
         let total: f64 = self.variants.iter().map(|v| v.weight).sum();
+        if (total - 1.0).abs() <= 1e-9 {
+            return self.weights();
+        }
         self.variants.iter().map(|v| v.weight / total).collect()
     }
 }
