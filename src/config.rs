@@ -545,17 +545,20 @@ fn experiments(tables: &[ExperimentTable], recs: [i64; 5]) -> Result<Vec<Experim
                 "{key}.variants: the weights' sum is not a finite number"
             ));
         }
-        for (v, variant) in variants.iter().enumerate() {
-            // Below one bucket a variant may get no users at all, and the sample-ratio
-            // check would blame the traffic for a config problem.
-            if variant.weight / total < 1.0 / f64::from(BUCKETS) {
-                return Err(format!(
-                    "{key}.variants[{v}].weight: a share below 1/{BUCKETS} of the users"
-                ));
-            }
-        }
         let salt = table.salt.as_deref().unwrap_or(&table.name);
-        out.push(Experiment::new(&table.name, salt, attribution_ms, variants));
+        let experiment = Experiment::new(&table.name, salt, attribution_ms, variants);
+        // Below one bucket a variant may get no users at all, and the sample-ratio check
+        // would blame the traffic for a config problem.
+        if let Some(v) = experiment
+            .shares()
+            .iter()
+            .position(|share| *share < 1.0 / f64::from(BUCKETS))
+        {
+            return Err(format!(
+                "{key}.variants[{v}].weight: a share below 1/{BUCKETS} of the users"
+            ));
+        }
+        out.push(experiment);
     }
     Ok(out)
 }

@@ -1593,7 +1593,7 @@ impl<'a> Stream<'a> {
             variant: self
                 .recs
                 .filter(|_| e.kind == EventType::Impression)
-                .map(|recs| recs.variant_names[recs.users[e.user as usize].0].clone()),
+                .map(|recs| recs.variant_names[recs.users[e.user as usize].0].as_str()),
         };
         write_line(&mut self.buf, &line)?;
         self.written += 1;
@@ -1621,7 +1621,7 @@ fn cents_to_f64(cents: u32) -> f64 {
 
 /// An event line; field order is the schema's (DESIGN.md §2).
 #[derive(Serialize)]
-struct EventLine {
+struct EventLine<'a> {
     user: UserId,
     #[serde(rename = "type")]
     kind: &'static str,
@@ -1645,7 +1645,7 @@ struct EventLine {
     items: Option<Vec<ItemId>>,
     /// The user's variant, on simulated impressions (as a client echoes it).
     #[serde(skip_serializing_if = "Option::is_none")]
-    variant: Option<String>,
+    variant: Option<&'a str>,
 }
 
 #[derive(Serialize)]

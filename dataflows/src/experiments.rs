@@ -300,9 +300,14 @@ pub fn experiments<'s>(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let window_of: Vec<u32> = experiments
+    // The experiments each window serves, by window index.
+    let experiments_of_window: Vec<Vec<u32>> = windows
         .iter()
-        .map(|experiment| windows.binary_search(&experiment.attribution_ms).unwrap() as u32)
+        .map(|window| {
+            (0..experiments.len() as u32)
+                .filter(|e| experiments[*e as usize].attribution_ms == *window)
+                .collect()
+        })
         .collect();
 
     let window_count = windows.len() as u32;
@@ -366,23 +371,20 @@ pub fn experiments<'s>(
 
     // Per (experiment, user): one record per impression (consolidated into a count) and one
     // per attributed item.
-    let experiment_windows = window_of.clone();
     let user_items = attributed.flat_map(move |((window, user, _item), total)| {
-        let user = user.clone();
-        experiment_windows
-            .clone()
-            .into_iter()
-            .enumerate()
-            .filter(move |(_, w)| *w == window)
-            .map(move |(experiment, _)| ((experiment as u32, user.clone()), UserInput::Item(total)))
+        experiments_of_window[window as usize]
+            .iter()
+            .map(|experiment| ((*experiment, user.clone()), UserInput::Item(total)))
+            .collect::<Vec<_>>()
     });
     let experiment_count = experiments.len() as u32;
-    let impressions = events.flat_map(move |event| {
-        let user = event.user;
-        (0..experiment_count)
-            .filter(move |_| event.kind == EventKind::Impression)
-            .map(move |experiment| ((experiment, user.clone()), UserInput::Impression))
-    });
+    let impressions = events
+        .filter(|event| event.kind == EventKind::Impression)
+        .flat_map(move |event| {
+            let user = event.user;
+            (0..experiment_count)
+                .map(move |experiment| ((experiment, user.clone()), UserInput::Impression))
+        });
     let users =
         impressions
             .concat(user_items)
