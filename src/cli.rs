@@ -133,8 +133,9 @@ pub struct RunArgs {
     /// its own time; older events are applied at the watermark and counted as late.
     #[arg(long, default_value_t = 5000)]
     pub lateness_ms: u64,
-    /// When a streaming input (stdin, tcp) is quiet this long, the watermark moves up to
-    /// the newest event time so results are final without waiting for more events.
+    /// When a streaming input (stdin, tcp) is quiet this long, the watermark moves past
+    /// the newest event's tick so results are final without waiting for more events. 0:
+    /// as soon as no input is buffered (lowest latency; a straggler is late by one tick).
     #[arg(long, default_value_t = 1000)]
     pub idle_ms: u64,
     /// Write every bad input line, with its reason, to this file (JSON lines).

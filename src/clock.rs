@@ -56,10 +56,11 @@ impl EventClock {
         stamp
     }
 
-    /// Input went quiet: stop waiting for stragglers and let the frontier reach the
-    /// largest time seen. Returns the new watermark if it moved.
+    /// Input went quiet: stop waiting for stragglers and let the frontier pass the newest
+    /// tick seen, so every event received so far is final (a later event in that tick or
+    /// before it is late). Returns the new watermark if it moved.
     pub fn idle(&mut self) -> Option<Millis> {
-        let target = self.tick(self.max_seen?);
+        let target = self.tick(self.max_seen?).saturating_add(self.tick_ms);
         (target > self.watermark).then(|| {
             self.watermark = target;
             target
@@ -107,13 +108,19 @@ mod tests {
     }
 
     #[test]
-    fn idle_advances_to_max_seen() {
+    fn idle_passes_the_newest_tick() {
         let mut clock = EventClock::new(1000, 60_000);
         assert_eq!(clock.idle(), None, "nothing seen, nothing to advance");
         clock.stamp(100_500);
         assert_eq!(clock.watermark(), 40_000);
-        assert_eq!(clock.idle(), Some(100_000));
+        assert_eq!(
+            clock.idle(),
+            Some(101_000),
+            "the newest event's tick is final"
+        );
         assert_eq!(clock.idle(), None);
-        assert!(clock.stamp(99_000).late);
+        let straggler = clock.stamp(100_900);
+        assert!(straggler.late);
+        assert_eq!(straggler.time, 101_000);
     }
 }

@@ -9,6 +9,7 @@
 use crate::ingest::ToWorker;
 use crate::model_files::CollectionModels;
 use crate::output::OutputMessage;
+use crate::profile::OperatorProfile;
 use crate::refit::{ModelInputs, RefitOptions, Refitter, Snapshots};
 use crate::stats::{ArrangementStats, StatsFile};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
@@ -93,6 +94,7 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
             .clone()
             .and_then(|file| ArrangementStats::register(worker, file));
         let final_output = output.clone();
+        let profile = OperatorProfile::start(worker);
         let dataflow = worker.next_dataflow_index();
         let snapshots = Snapshots {
             features: refit_kmeans.then(Default::default),
@@ -265,6 +267,9 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
             worker.step_or_park(None);
         }
         worker.drop_dataflow(dataflow);
+        if let Some(profile) = profile {
+            profile.write(worker);
+        }
         if let Some(output) = final_output {
             let _ = output.send(OutputMessage::Progress(None));
         }

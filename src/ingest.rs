@@ -395,6 +395,15 @@ pub fn run_ingest(
         if !ingest.absorb(&source, &batch, &link) {
             break;
         }
+        // `--idle-ms 0`: lowest latency. As soon as nothing more is buffered, everything
+        // received is final; a straggler in the newest tick is late by one tick.
+        if options.idle_ms == 0
+            && options.input.streams()
+            && batches.is_empty()
+            && let Some(watermark) = ingest.clock.idle()
+        {
+            link.send(ToWorker::Advance(watermark));
+        }
     }
     // Asked to stop: what the readers already handed over is still applied.
     if ingest.stats.strict_failure.is_none() {

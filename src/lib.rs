@@ -12,6 +12,7 @@ pub mod lines;
 pub mod model_files;
 pub mod output;
 pub mod parse;
+pub mod profile;
 pub mod refit;
 pub mod replay;
 pub mod report;

@@ -272,6 +272,14 @@ fn print_summary(ingest: &ingest::IngestStats, output: &output::OutputStats, sec
         },
         output.progress_lines
     );
+    if !output.live_rows.is_empty() {
+        let live: Vec<String> = output
+            .live_rows
+            .iter()
+            .map(|(view, n)| format!("{view} {n}"))
+            .collect();
+        eprintln!("intentflow: rows at the end: {}", live.join(", "));
+    }
 }
 
 /// The experiment `generate --config --uplift` simulates.

@@ -39,6 +39,8 @@ pub enum OutputMessage {
 #[derive(Debug, Default)]
 pub struct OutputStats {
     pub changes: BTreeMap<ViewName, u64>,
+    /// Rows in each view's final state (the net sum of diffs).
+    pub live_rows: BTreeMap<ViewName, i64>,
     pub progress_lines: u64,
 }
 
@@ -222,6 +224,8 @@ pub fn run_output(
                 for group in rows.chunk_by(|(a, _), (b, _)| a.view == b.view) {
                     let view = group[0].0.view;
                     *stats.changes.entry(view).or_default() += group.len() as u64;
+                    *stats.live_rows.entry(view).or_default() +=
+                        group.iter().map(|(_, diff)| *diff as i64).sum::<i64>();
                     let mut rendered: HashMap<Format, Chunk> = HashMap::new();
                     let mut chunk = |format: Format| -> Chunk {
                         rendered
