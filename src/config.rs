@@ -146,6 +146,10 @@ refresh_ms = 60000
 k = 10
 als_candidates = 20
 popular_items = 20
+# Item similarity and next steps reach users' lists once per this much event time (1 day),
+# as of the period's start, like a nightly model: a change of theirs re-ranks every user who
+# reads them. A user's own activity re-ranks their list at once. 1: no delay.
+shared_refresh_ms = 86400000
 # Segment popularity is recomputed once per this much event time (1 hour).
 popular_refresh_ms = 3600000
 # Blend: score = sum over sources of weight * value (each value 0..1); the source that
@@ -253,6 +257,7 @@ struct RecsTable {
     k: Option<usize>,
     als_candidates: Option<usize>,
     popular_items: Option<usize>,
+    shared_refresh_ms: Option<u64>,
     popular_refresh_ms: Option<u64>,
     weights: RecsWeights,
 }
@@ -445,6 +450,9 @@ pub fn parse(text: &str) -> Result<Config, String> {
     }
     if let Some(count) = file.recs.popular_items {
         params.recs.popular_items = positive("recs.popular_items", count as u64)? as usize;
+    }
+    if let Some(every) = file.recs.shared_refresh_ms {
+        params.recs.shared_refresh_ms = positive("recs.shared_refresh_ms", every)?;
     }
     if let Some(every) = file.recs.popular_refresh_ms {
         params.recs.popular_refresh_ms = positive("recs.popular_refresh_ms", every)?;

@@ -1219,9 +1219,15 @@ fn incremental_state_equals_the_view_from_scratch_on_20k_events() {
 // recs with variants
 // ---------------------------------------------------------------------------------------
 
-/// Each user's `recs` row at the end, by user.
+/// Each user's `recs` row at the end, by user. The input spans an hour, so `similar` and
+/// `next` reach the blend as they change (`shared_refresh_ms = 1`), not once a day.
 fn final_recs(events: &[Value], config: &str) -> BTreeMap<String, Value> {
-    let oracle = Oracle::new(&lines(events), Params::default().with_config(config));
+    const LIVE: &str = "[recs]\nshared_refresh_ms = 1\n";
+    let config = match config.strip_prefix("[recs]\n") {
+        Some(rest) => format!("{LIVE}{rest}"),
+        None => format!("{LIVE}{config}"),
+    };
+    let oracle = Oracle::new(&lines(events), Params::default().with_config(&config));
     oracle
         .state(&["recs"], None)
         .into_iter()

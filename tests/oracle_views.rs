@@ -3404,7 +3404,12 @@ fn similar_case() -> Case {
         // takes the input past the second refresh (T0 + 120 s)
         event("u5", "page_view", T0 + 3 * MINUTE),
     ])
+    .config(LIVE_SHARED_SOURCES)
 }
+
+/// `recs` reads `similar` and `next` as they change (no `shared_refresh_ms` delay): the
+/// hand-made recs cases follow each source's own refreshes.
+const LIVE_SHARED_SOURCES: &str = "[recs]\nshared_refresh_ms = 1\n";
 
 #[test]
 #[allow(clippy::approx_constant)] // 0.7071 is 3/√18 as printed, to four decimals
@@ -3577,7 +3582,7 @@ fn oracle_recs_average_similar_by_level_and_follow_next() {
 fn cold_start_case(extra_config: &str) -> Case {
     let at = |s: i64| T0 + s * SECOND;
     let config = format!(
-        "[similar]\nmin_users = 10\n[recs]\npopular_refresh_ms = 600000\npopular_items = 3\n{extra_config}\n[rules]\nall = {{ kinds = [\"article\"] }}\n"
+        "[similar]\nmin_users = 10\n[recs]\nshared_refresh_ms = 1\npopular_refresh_ms = 600000\npopular_items = 3\n{extra_config}\n[rules]\nall = {{ kinds = [\"article\"] }}\n"
     );
     Case::new(&[
         on_item(event("u1", "click", at(10)), "a1"),
@@ -3789,7 +3794,7 @@ fn segments_case(config: &str) -> Case {
         // takes the input past the popularity refresh at T0 + 1 h
         event("w4", "page_view", T0 + 61 * MINUTE),
     ])
-    .config(config)
+    .config(&format!("{LIVE_SHARED_SOURCES}{config}"))
     .catalog(&[
         json!({"item": "g1", "category": "c", "kind": "guide"}),
         json!({"item": "a1", "category": "c", "kind": "article"}),
@@ -3932,11 +3937,15 @@ fn one_factor_als() -> Value {
 /// u1 clicks p1 at T0 + 10 s; u2 views a page at T0 + 1 h (past the popularity refresh).
 /// With `one_factor_als` and `config`.
 fn als_case(config: &str) -> Case {
+    let config = match config.strip_prefix("[recs]\n") {
+        Some(rest) => format!("{LIVE_SHARED_SOURCES}{rest}"),
+        None => format!("{LIVE_SHARED_SOURCES}{config}"),
+    };
     let mut case = Case::new(&[
         on_item(event("u1", "click", T0 + 10 * SECOND), "p1"),
         event("u2", "page_view", T0 + HOUR),
     ])
-    .config(config);
+    .config(&config);
     case.params.models.als = Some(one_factor_als());
     case
 }
@@ -4006,6 +4015,7 @@ fn oracle_similar_and_recs_config() {
         (10, 20, 20, 3_600_000)
     );
     assert_eq!(recs.weights_milli, [1000, 500, 1000, 300, 100]);
+    assert_eq!(recs.shared_refresh_ms, 86_400_000);
     assert_eq!(defaults.rules.len(), 4);
     assert_eq!(defaults.rules["buyers"].premium, Some(true));
     let config = parse_config(
@@ -4027,6 +4037,7 @@ fn oracle_similar_and_recs_config() {
             "[recs]\npopular_refresh_ms = 0\n",
             "recs.popular_refresh_ms",
         ),
+        ("[recs]\nshared_refresh_ms = 0\n", "recs.shared_refresh_ms"),
         ("[recs]\nweights = { bogus = 1 }\n", "recs.weights.bogus"),
         ("[recs]\nweights = { next = -1 }\n", "recs.weights.next"),
         ("[recs]\nweights = { next = 1001 }\n", "recs.weights.next"),
@@ -4055,14 +4066,14 @@ fn oracle_similar_and_recs_config() {
 /// and similar refresh every minute; z views a page at T0 + 2 min. With `[recs] k = 2`.
 fn zero_similarity_case() -> Case {
     zero_similarity_events()
-        .config("[similar]\nmin_users = 1\n[recs]\nk = 2\npopular_refresh_ms = 60000\n")
+        .config("[similar]\nmin_users = 1\n[recs]\nk = 2\nshared_refresh_ms = 1\npopular_refresh_ms = 60000\n")
 }
 
 /// `zero_similarity_case` with the default k, a and b products, and the segment "all"
 /// offered products.
 fn zero_similarity_boost_case() -> Case {
     zero_similarity_events()
-        .config("[similar]\nmin_users = 1\n[recs]\npopular_refresh_ms = 60000\n[rules]\nall = { kinds = [\"product\"] }\n")
+        .config("[similar]\nmin_users = 1\n[recs]\nshared_refresh_ms = 1\npopular_refresh_ms = 60000\n[rules]\nall = { kinds = [\"product\"] }\n")
         .catalog(&[
             json!({"item": "a", "category": "c", "kind": "product"}),
             json!({"item": "b", "category": "c", "kind": "product"}),
@@ -4130,7 +4141,7 @@ fn refresh_boundary_case() -> Case {
         on_item(event("u2", "click", T0 + MINUTE), "y"),
         event("z", "page_view", T0 + 3 * MINUTE),
     ])
-    .config("[recs]\npopular_refresh_ms = 60000\n")
+    .config("[recs]\nshared_refresh_ms = 1\npopular_refresh_ms = 60000\n")
 }
 
 #[test]
@@ -4167,7 +4178,7 @@ fn premium_case() -> Case {
         event("z", "page_view", T0 + 3 * MINUTE),
     ])
     .config(
-        "[recs]\npopular_refresh_ms = 60000\n[rules]\nall = { kinds = [\"product\"], premium = false }\n",
+        "[recs]\nshared_refresh_ms = 1\npopular_refresh_ms = 60000\n[rules]\nall = { kinds = [\"product\"], premium = false }\n",
     )
     .catalog(&[
         json!({"item": "p1", "category": "c", "kind": "product"}),

@@ -14,10 +14,15 @@
 //!
 //! The blended score is Σ weight · value; the `reason` is the source that contributed
 //! most. Items the user purchased in the window, and items their own score is negative for
-//! (quick exits: seed 4b's implicit feedback), are never recommended. A segment's lists reach
-//! every user of the segment, so they change rarely: popularity is recomputed once per
-//! `popular_refresh_ms` (from the state at the period's start), and ranks an item by the
-//! power of two at or below its number of users (then by id).
+//! (quick exits: seed 4b's implicit feedback), are never recommended.
+//!
+//! The shared sources reach every user who reads them, so a change of theirs would re-rank
+//! thousands of lists. `similar` and `next` reach the blend once per `shared_refresh_ms` of
+//! event time (default a day), as of the period's start, like a nightly model; segment
+//! popularity is recomputed once per `popular_refresh_ms` (an hour; it only reaches
+//! cold-start users) and ranks an item by the power of two at or below its number of users
+//! (then by id), so it moves in steps. A user's own state (top items, position, purchases,
+//! segment) re-ranks their list at once.
 //!
 //! One reduce per user holds all of its candidates, so the view changes only when the
 //! top-K list, a rank or a score does.
@@ -76,8 +81,12 @@ pub struct RecsParams {
     pub als_candidates: usize,
     /// Items per segment in the `segment` and `popular` sources.
     pub popular_items: usize,
+    /// Item similarity and next steps reach users' lists once per this much event time
+    /// (ms), as of the period's start: a change of theirs re-ranks every user who reads
+    /// them. 1: at once.
+    pub shared_refresh_ms: u64,
     /// Segment popularity is recomputed once per this much event time (ms): a change of a
-    /// segment's lists reaches every user in it.
+    /// segment's lists reaches every cold-start user in it.
     pub popular_refresh_ms: u64,
     /// Weight of each source, in thousandths, in [`Source::ALL`] order.
     pub weights: [i64; 5],
@@ -89,6 +98,7 @@ impl Default for RecsParams {
             k: 10,
             als_candidates: 20,
             popular_items: 20,
+            shared_refresh_ms: 86_400_000,
             popular_refresh_ms: 3_600_000,
             weights: [1_000, 500, 1_000, 300, 100],
         }
@@ -190,7 +200,8 @@ pub fn recs<'s>(
     // A source value that rounds to 0 does not make a candidate (here: neighbours whose
     // similarity rounds to 0; also `next` and ALS entries below). The sum over the user's top
     // items is kept per (user, candidate), so the blend reads one record per candidate.
-    let neighbors = similar.flat_map(|(item, neighbors)| {
+    let every = params.recs.shared_refresh_ms;
+    let neighbors = refreshed(similar, every).flat_map(|(item, neighbors)| {
         neighbors.into_iter().filter_map(move |(other, sim)| {
             let sim = hundredths(sim);
             (sim > 0).then(|| (item.clone(), (other, sim)))
@@ -219,7 +230,7 @@ pub fn recs<'s>(
     });
     // Rounded (and zeros dropped) before the join, one record per entry: a `next` list
     // whose rounded values did not change, or an entry that did not, reaches no user.
-    let item_next = next.flat_map(|((kind, from), steps)| {
+    let item_next = refreshed(next, every).flat_map(|((kind, from), steps)| {
         let from = ItemId(from);
         steps
             .into_iter()

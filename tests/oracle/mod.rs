@@ -1435,8 +1435,9 @@ impl Oracle {
     }
 
     /// `change_times`, and for `similar` and `recs` among `views` also every multiple of
-    /// `[similar] refresh_ms` and `[recs] popular_refresh_ms` from the first to the last
-    /// effective time (when they read a newer state of all users).
+    /// `[similar] refresh_ms`, `[recs] shared_refresh_ms` and `[recs] popular_refresh_ms`
+    /// from the first to the last effective time (when they read a newer state of all
+    /// users; a period of 1 ms adds nothing).
     pub fn change_times_for(&self, views: &[&str]) -> BTreeSet<i64> {
         let mut times = self.change_times();
         if let (Some(first), Some(last)) = (times.first().copied(), self.last_time())
@@ -1444,8 +1445,12 @@ impl Oracle {
         {
             for every in [
                 self.params.similar.refresh_ms,
+                self.params.recs.shared_refresh_ms,
                 self.params.recs.popular_refresh_ms,
-            ] {
+            ]
+            .into_iter()
+            .filter(|every| *every > 1)
+            {
                 let mut t = first.div_euclid(every) * every;
                 while t <= last {
                     if t >= first {
@@ -1641,9 +1646,9 @@ struct Checker<'o> {
     engine_global: BTreeSet<RowId>,
     /// The states at refresh times behind `similar` and `recs`, kept while they hold.
     recs_cache: recs::Cache,
-    /// `now` divided by `[similar] refresh_ms` and by `[recs] popular_refresh_ms` when
-    /// `similar` and `recs` were last computed.
-    recs_refreshes: Option<(i64, i64)>,
+    /// `now` divided by `[similar] refresh_ms`, `[recs] shared_refresh_ms` and `[recs]
+    /// popular_refresh_ms` when `similar` and `recs` were last computed.
+    recs_refreshes: Option<(i64, i64, i64)>,
     /// Neither the oracle's nor the engine's rows of global views changed since they
     /// were all compared.
     global_compared: bool,
@@ -1762,6 +1767,7 @@ impl<'o> Checker<'o> {
         }
         let refreshes = (
             now.div_euclid(params.similar.refresh_ms),
+            now.div_euclid(params.recs.shared_refresh_ms),
             now.div_euclid(params.recs.popular_refresh_ms),
         );
         // any boundary: scores change with boosts, segments with recency windows

@@ -14,7 +14,9 @@
 //!   level), `next` (from their position, the item of their latest event), `als` (when an ALS
 //!   model is loaded), a segment boost (the segment's content rule), and for users with few
 //!   personal candidates the most popular items of their segment as of P = ⌊T /
-//!   popular_refresh_ms⌋ · popular_refresh_ms; purchases and negatively scored items
+//!   popular_refresh_ms⌋ · popular_refresh_ms; `similar` and `next` as of S = ⌊T /
+//!   shared_refresh_ms⌋ · shared_refresh_ms, the user's own state (top items, position,
+//!   segment) at T; purchases and negatively scored items
 //!   excluded; blended with `[recs] weights`, or with config experiments, with the weights
 //!   of the user's variant of the first experiment (a source weighing 0 for the user adds
 //!   no candidates, so it does not count towards cold start either).
@@ -79,6 +81,9 @@ pub struct Recs {
     pub als_candidates: usize,
     /// How many popular items per segment cold start offers.
     pub popular_items: usize,
+    /// `similar` and `next` as the blend reads them at T are those at the last multiple of
+    /// this at or before T.
+    pub shared_refresh_ms: i64,
     /// Popularity at T is that at the last multiple of this at or before T.
     pub popular_refresh_ms: i64,
     /// Blend weight per source (in the order of `SOURCES`), in thousandths.
@@ -91,6 +96,7 @@ impl Default for Recs {
             k: 10,
             als_candidates: models::ALS_CANDIDATES,
             popular_items: 20,
+            shared_refresh_ms: 86_400_000,
             popular_refresh_ms: 3_600_000,
             weights_milli: [1000, 500, 1000, 300, 100],
         }
@@ -161,6 +167,7 @@ pub fn parse_recs(table: &toml::Table, recs: &mut Recs) -> Result<(), String> {
             "k" => recs.k = positive_count(&key, value)?,
             "als_candidates" => recs.als_candidates = positive_count(&key, value)?,
             "popular_items" => recs.popular_items = positive_count(&key, value)?,
+            "shared_refresh_ms" => recs.shared_refresh_ms = positive(&key, value)?,
             "popular_refresh_ms" => recs.popular_refresh_ms = positive(&key, value)?,
             "weights" => {
                 let toml::Value::Table(weights) = value else {
@@ -440,14 +447,42 @@ pub fn popular_at(events: &[&Stamped], now: i64, params: &Params) -> BTreeMap<St
         .collect()
 }
 
-/// The states behind `similar` and popularity, kept while the refresh time is the same.
+/// `next` lists of kind item: from → [(to, p in units)].
+type ItemNext = BTreeMap<String, Vec<(String, i64)>>;
+
+/// The states behind `similar`, popularity and the shared sources of `recs`, kept while the
+/// refresh time is the same.
 #[derive(Default)]
 pub struct Cache {
     similar: Option<(i64, Rc<Neighbors>)>,
     popular: Option<(i64, Rc<BTreeMap<String, Popular>>)>,
+    shared: Option<(i64, Rc<Neighbors>, Rc<ItemNext>)>,
 }
 
 impl Cache {
+    /// `similar` and item `next` as of `at` (a `[recs] shared_refresh_ms` boundary).
+    fn shared(
+        &mut self,
+        events: &[&Stamped],
+        at: i64,
+        params: &Params,
+    ) -> (Rc<Neighbors>, Rc<ItemNext>) {
+        match &self.shared {
+            Some((t, similar, next)) if *t == at => (similar.clone(), next.clone()),
+            _ => {
+                let applied: Vec<&Stamped> = events
+                    .iter()
+                    .copied()
+                    .filter(|s| s.effective <= at)
+                    .collect();
+                let similar = Rc::new(similar_at(events, at, params));
+                let next = Rc::new(sequences::item_next_at(&applied, at, params));
+                self.shared = Some((at, similar.clone(), next.clone()));
+                (similar, next)
+            }
+        }
+    }
+
     fn similar(&mut self, events: &[&Stamped], now: i64, params: &Params) -> Rc<Neighbors> {
         let at = refresh_time(now, params.similar.refresh_ms);
         match &self.similar {
@@ -529,7 +564,9 @@ pub fn recommend(
         .collect();
     let scores = scores_at(&applied, now, params);
     let top = top_items(&scores, params.similar.recent_items);
-    let item_next = sequences::item_next_at(&applied, now, params);
+    // similar and next as of the last `[recs] shared_refresh_ms` boundary
+    let shared_at = refresh_time(now, config.shared_refresh_ms);
+    let (shared_similar, item_next) = cache.shared(events, shared_at, params);
     let als = params
         .models
         .als
@@ -582,7 +619,7 @@ pub fn recommend(
         let mut sums: BTreeMap<&str, i64> = BTreeMap::new();
         for (item, l) in r.top.iter().filter(|_| uses(SIMILAR)) {
             // A source value that rounds to 0 does not make a candidate.
-            for (j, sim) in similar.get(item).into_iter().flatten() {
+            for (j, sim) in shared_similar.get(item).into_iter().flatten() {
                 if hundredths(*sim) > 0 {
                     *sums.entry(j).or_default() += l * hundredths(*sim);
                 }
@@ -754,10 +791,10 @@ pub fn describe(view: &str, key: &Value, events: &[&Stamped], now: i64, params: 
             };
             let top: Vec<String> = r.top.iter().map(|(i, l)| format!("{i}:{l}")).collect();
             let mut text = format!(
-                "  recs of {user} at T = {now} (variant {} with weights {:?} thousandths; similar as of {}, popularity as of {}): top items (item:level) {}; position {}; segment {}; {} personal candidates{}; excluded {:?}\n  candidates (values in units of 1e-4: similar next als segment popular):\n",
+                "  recs of {user} at T = {now} (variant {} with weights {:?} thousandths; similar and next as of {}, popularity as of {}): top items (item:level) {}; position {}; segment {}; {} personal candidates{}; excluded {:?}\n  candidates (values in units of 1e-4: similar next als segment popular):\n",
                 r.variant,
                 r.weights_milli,
-                refresh_time(now, params.similar.refresh_ms),
+                refresh_time(now, params.recs.shared_refresh_ms),
                 refresh_time(now, params.recs.popular_refresh_ms),
                 top.join(" "),
                 r.position.as_deref().unwrap_or("-"),
