@@ -150,8 +150,9 @@ popular_items = 20
 # as of the period's start, like a nightly model: a change of theirs re-ranks every user who
 # reads them. A user's own activity re-ranks their list at once. 1: no delay.
 shared_refresh_ms = 86400000
-# Segment popularity is recomputed once per this much event time (1 hour).
-popular_refresh_ms = 3600000
+# Segment popularity is recomputed once per this much event time (1 day); it reaches
+# cold-start users.
+popular_refresh_ms = 86400000
 # Blend: score = sum over sources of weight * value (each value 0..1); the source that
 # contributes most is the item's reason.
 weights = { similar = 1.0, next = 0.5, als = 1.0, segment = 0.3, popular = 0.1 }

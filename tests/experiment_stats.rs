@@ -1220,9 +1220,10 @@ fn incremental_state_equals_the_view_from_scratch_on_20k_events() {
 // ---------------------------------------------------------------------------------------
 
 /// Each user's `recs` row at the end, by user. The input spans an hour, so `similar` and
-/// `next` reach the blend as they change (`shared_refresh_ms = 1`), not once a day.
+/// `next` reach the blend as they change (`shared_refresh_ms = 1`) and popularity is
+/// refreshed hourly, not once a day.
 fn final_recs(events: &[Value], config: &str) -> BTreeMap<String, Value> {
-    const LIVE: &str = "[recs]\nshared_refresh_ms = 1\n";
+    const LIVE: &str = "[recs]\nshared_refresh_ms = 1\npopular_refresh_ms = 3600000\n";
     let config = match config.strip_prefix("[recs]\n") {
         Some(rest) => format!("{LIVE}{rest}"),
         None => format!("{LIVE}{config}"),

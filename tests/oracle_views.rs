@@ -3407,9 +3407,10 @@ fn similar_case() -> Case {
     .config(LIVE_SHARED_SOURCES)
 }
 
-/// `recs` reads `similar` and `next` as they change (no `shared_refresh_ms` delay): the
-/// hand-made recs cases follow each source's own refreshes.
-const LIVE_SHARED_SOURCES: &str = "[recs]\nshared_refresh_ms = 1\n";
+/// `recs` reads `similar` and `next` as they change (no `shared_refresh_ms` delay), and
+/// popularity is refreshed hourly: the hand-made recs cases follow each source's own
+/// refreshes at a scale of minutes.
+const LIVE_SHARED_SOURCES: &str = "[recs]\nshared_refresh_ms = 1\npopular_refresh_ms = 3600000\n";
 
 #[test]
 #[allow(clippy::approx_constant)] // 0.7071 is 3/√18 as printed, to four decimals
@@ -4012,7 +4013,7 @@ fn oracle_similar_and_recs_config() {
             recs.popular_items,
             recs.popular_refresh_ms
         ),
-        (10, 20, 20, 3_600_000)
+        (10, 20, 20, 86_400_000)
     );
     assert_eq!(recs.weights_milli, [1000, 500, 1000, 300, 100]);
     assert_eq!(recs.shared_refresh_ms, 86_400_000);

@@ -19,8 +19,8 @@
 //! The shared sources reach every user who reads them, so a change of theirs would re-rank
 //! thousands of lists. `similar` and `next` reach the blend once per `shared_refresh_ms` of
 //! event time (default a day), as of the period's start, like a nightly model; segment
-//! popularity is recomputed once per `popular_refresh_ms` (an hour; it only reaches
-//! cold-start users) and ranks an item by the power of two at or below its number of users
+//! popularity is recomputed once per `popular_refresh_ms` (a day; it reaches cold-start
+//! users) and ranks an item by the power of two at or below its number of users
 //! (then by id), so it moves in steps. A user's own state (top items, position, purchases,
 //! segment) re-ranks their list at once.
 //!
@@ -99,7 +99,7 @@ impl Default for RecsParams {
             als_candidates: 20,
             popular_items: 20,
             shared_refresh_ms: 86_400_000,
-            popular_refresh_ms: 3_600_000,
+            popular_refresh_ms: 86_400_000,
             weights: [1_000, 500, 1_000, 300, 100],
         }
     }

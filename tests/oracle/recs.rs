@@ -97,7 +97,7 @@ impl Default for Recs {
             als_candidates: models::ALS_CANDIDATES,
             popular_items: 20,
             shared_refresh_ms: 86_400_000,
-            popular_refresh_ms: 3_600_000,
+            popular_refresh_ms: 86_400_000,
             weights_milli: [1000, 500, 1000, 300, 100],
         }
     }
