@@ -361,6 +361,61 @@ fn snapshot_then_live_changes_for_a_late_subscriber() {
     assert_eq!(state.len(), 2, "p1 from the snapshot, p2 live: {text}");
 }
 
+/// The progress bounds a subscription receives until one passes `bound` (None if the
+/// stream ends or stays silent for 10 s first).
+fn progress_until(stream: TcpStream, bound: u64) -> (Vec<u64>, Option<u64>) {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut seen = Vec::new();
+    for line in BufReader::new(stream).lines() {
+        let Ok(line) = line else { break };
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if let Some(progress) = value["progress"].as_u64() {
+            seen.push(progress);
+            if progress > bound {
+                return (seen, Some(progress));
+            }
+        }
+    }
+    (seen, None)
+}
+
+#[test]
+fn idle_input_makes_the_newest_event_final() {
+    // With --idle-ms 0 the watermark passes the newest tick as soon as nothing more is
+    // buffered; with a longer idle time, once the input has been quiet that long. Either
+    // way the last event's changes come out without further input or EOF.
+    for idle in ["0", "100"] {
+        let mut engine = Engine::start(&[
+            "run",
+            "--input",
+            "stdin",
+            "--serve",
+            "127.0.0.1:0",
+            "--idle-ms",
+            idle,
+            "--lateness-ms",
+            "0",
+        ]);
+        let serve = engine.addresses(&["serving subscriptions on"]).remove(0);
+        let subscription = subscribe(&serve, r#"{"subscribe":["scores"],"snapshot":false}"#);
+        std::thread::sleep(Duration::from_millis(200));
+        let mut stdin = engine.child.stdin.take().unwrap();
+        // ts 1500 is in the tick starting at 1000: final once progress passes 1000
+        writeln!(
+            stdin,
+            r#"{{"user":"u1","type":"click","ts":1500,"item":"p1"}}"#
+        )
+        .unwrap();
+        stdin.flush().unwrap();
+        let (seen, passed) = progress_until(subscription, 1000);
+        assert_eq!(passed, Some(2000), "--idle-ms {idle}: progress {seen:?}");
+        drop(stdin);
+        assert!(engine.child.wait().unwrap().success());
+    }
+}
+
 #[test]
 fn slow_subscriber_is_dropped_and_nothing_stalls() {
     let data = common::generate(400, 200, 30_000, 11);
