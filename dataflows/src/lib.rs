@@ -19,6 +19,7 @@ pub mod scores;
 pub mod segments;
 pub mod sequences;
 pub mod sessions;
+pub mod shared;
 pub mod significance;
 pub mod similar;
 pub mod windows;

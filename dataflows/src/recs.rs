@@ -34,6 +34,7 @@ use crate::params::ViewParams;
 use crate::scores::ScoreKey;
 use crate::segments::segment_candidates;
 use crate::sequences::{NextSteps, StepKind};
+use crate::shared;
 use crate::similar::Neighbors;
 use crate::windows::{refreshed, sliding};
 use compact_str::CompactString;
@@ -269,6 +270,8 @@ pub fn recs<'s>(
         let (_, weights) = strategies.of(&user);
         (weights[source as usize] > 0).then_some((user, item))
     });
+    // Arranged once: the segment-rule join and the cold-start count both read it.
+    let candidate_items = shared::by_key(candidate_items, "PersonalCandidates");
 
     // Segments: each user's, or one `all` segment for everyone scored.
     let user_segments = match segments {
@@ -281,32 +284,42 @@ pub fn recs<'s>(
     };
     // Segment rules (seed 2c) raise the personal candidates the user's segment admits.
     let admitted = segment_candidates(catalog.clone(), &params.segments).map(|pair| (pair, ()));
+    let segment_of = shared::by_key(user_segments.clone(), "UserSegments");
     inputs.push(
-        candidate_items
-            .clone()
-            .join_map(user_segments.clone(), |user, item, segment| {
-                ((segment.clone(), item.clone()), user.clone())
-            })
-            .join_map(admitted, |(_, item), user, ()| {
-                let boost = BlendInput::Candidate(item.clone(), Source::Segment, 10_000);
-                (user.clone(), boost)
-            }),
+        shared::join(
+            candidate_items.clone(),
+            segment_of.clone(),
+            |user, item, segment| ((segment.clone(), item.clone()), user.clone()),
+        )
+        .join_map(admitted, |(_, item), user, ()| {
+            let boost = BlendInput::Candidate(item.clone(), Source::Segment, 10_000);
+            (user.clone(), boost)
+        }),
     );
     // Cold start: users with fewer than K personal candidates also get their segment's
     // popular items (all, and those its rule admits). Only they: a segment's lists would
     // otherwise reach every user in it each time they change.
     let k = params.recs.k;
-    let enough = candidate_items
-        .reduce_named("PersonalCandidates", move |_user, input, output| {
+    let enough = shared::reduce(
+        candidate_items,
+        "PersonalCandidates",
+        move |_user, input, output| {
             if input.len() >= k {
                 output.push(((), 1));
             }
-        })
-        .map(|(user, ())| user);
+        },
+    );
+    // Users without enough candidates: all users with a segment, less those with enough
+    // (an antijoin on the shared arrangement of segments).
+    let with_enough = shared::join(
+        segment_of,
+        shared::by_key(enough, "Enough"),
+        |user, segment, ()| (user.clone(), segment.clone()),
+    );
     let popular = segment_popularity(scores.clone(), user_segments.clone(), catalog, params);
     inputs.push(
         user_segments
-            .antijoin(enough)
+            .concat(with_enough.negate())
             .map(|(user, segment)| (segment, user))
             .join_map(popular, |_segment, user, (item, source, value)| {
                 (
