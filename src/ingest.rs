@@ -297,8 +297,8 @@ struct Ingest<'a> {
 }
 
 impl Ingest<'_> {
-    /// Parses, stamps and forwards one batch; false when ingestion must end (the worker
-    /// is gone, or `--strict` met a bad line).
+    /// Parses, stamps and forwards one batch's events; false when ingestion must end (the
+    /// worker is gone, or `--strict` met a bad line). The caller advances the watermark.
     fn absorb(&mut self, source: &str, batch: &LineBatch, link: &WorkerLink) -> bool {
         let mut events = Vec::with_capacity(batch.slots.len());
         for slot in &batch.slots {
@@ -345,9 +345,11 @@ impl Ingest<'_> {
                 }
             }
         }
-        if !events.is_empty() && !link.send(ToWorker::Events(events)) {
-            return false;
-        }
+        events.is_empty() || link.send(ToWorker::Events(events))
+    }
+
+    /// Tells the worker how far the input is complete: one step of the dataflow per call.
+    fn advance(&self, link: &WorkerLink) -> bool {
         link.send(ToWorker::Advance(self.clock.watermark()))
     }
 }
@@ -396,19 +398,19 @@ pub fn run_ingest(
             break;
         }
         // `--idle-ms 0`: lowest latency. As soon as nothing more is buffered, everything
-        // received is final; a straggler in the newest tick is late by one tick.
-        if options.idle_ms == 0
-            && options.input.streams()
-            && batches.is_empty()
-            && let Some(watermark) = ingest.clock.idle()
-        {
-            link.send(ToWorker::Advance(watermark));
+        // received is final; a straggler in the newest tick is late by one tick. One advance
+        // either way, so the worker steps once per batch.
+        if options.idle_ms == 0 && options.input.streams() && batches.is_empty() {
+            ingest.clock.idle();
+        }
+        if !ingest.advance(&link) {
+            break;
         }
     }
     // Asked to stop: what the readers already handed over is still applied.
     if ingest.stats.strict_failure.is_none() {
         for (source, batch) in batches.try_iter() {
-            if !ingest.absorb(&source, &batch, &link) {
+            if !ingest.absorb(&source, &batch, &link) || !ingest.advance(&link) {
                 break;
             }
         }

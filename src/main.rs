@@ -4,6 +4,7 @@ use clap::Parser;
 use cli::{Cli, Command, ConfigArgs, GenerateArgs, RunArgs};
 use intentflow::{cli, config, engine, generate, ingest, model_files, output, serve};
 use intentflow_dataflows::ViewName;
+use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -258,28 +259,29 @@ fn print_summary(ingest: &ingest::IngestStats, output: &output::OutputStats, sec
         ingest.bad_lines,
         ingest.catalog_items
     );
-    let changes: Vec<String> = output
-        .changes
-        .iter()
-        .map(|(view, n)| format!("{view} {n}"))
-        .collect();
     eprintln!(
         "intentflow: changes emitted: {}; {} progress lines; {seconds:.2} s, {rate:.0} events/s",
-        if changes.is_empty() {
-            "none".to_string()
-        } else {
-            changes.join(", ")
-        },
+        per_view(&output.changes),
         output.progress_lines
     );
     if !output.live_rows.is_empty() {
-        let live: Vec<String> = output
-            .live_rows
-            .iter()
-            .map(|(view, n)| format!("{view} {n}"))
-            .collect();
-        eprintln!("intentflow: rows at the end: {}", live.join(", "));
+        eprintln!(
+            "intentflow: rows at the end: {}",
+            per_view(&output.live_rows)
+        );
     }
+}
+
+/// "sessions 12, scores 34" (or "none"), for the summary.
+fn per_view<N: std::fmt::Display>(counts: &BTreeMap<ViewName, N>) -> String {
+    if counts.is_empty() {
+        return "none".to_string();
+    }
+    let parts: Vec<String> = counts
+        .iter()
+        .map(|(view, n)| format!("{view} {n}"))
+        .collect();
+    parts.join(", ")
 }
 
 /// The experiment `generate --config --uplift` simulates.
