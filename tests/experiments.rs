@@ -7,7 +7,7 @@ mod common;
 mod oracle;
 
 use common::{Granularity, intentflow, repo_path, run_engine, temp_file};
-use oracle::{Oracle, Params};
+use oracle::Params;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -64,28 +64,10 @@ fn check_against_oracle_at(
     flags: &[&str],
     granularity: Granularity,
 ) -> String {
-    let config = params.config_text.clone().expect("a config");
-    let oracle = Oracle::new(input, params);
-    assert!(oracle.rejected.is_empty(), "{:?}", oracle.rejected.first());
-    let input_file = temp_file(".jsonl", input);
-    let config_file = temp_file(".toml", &config);
-    let view_list = views.join(",");
-    let mut args = vec![
-        "--views",
-        &view_list,
-        "--config",
-        config_file.path().to_str().unwrap(),
-    ];
-    args.extend_from_slice(flags);
-    let run = run_engine(input_file.path(), &args);
-    let output = run.output();
-    output
-        .check_consolidated()
-        .unwrap_or_else(|e| panic!("`{}`: {e}", run.command));
-    oracle
-        .check(&output, views, granularity)
-        .unwrap_or_else(|e| panic!("`{}`:\n{e}", run.command));
-    run.stdout
+    assert!(params.config_text.is_some(), "a config");
+    oracle::check::engine_against_oracle(input, params, views, flags, granularity)
+        .run
+        .stdout
 }
 
 /// The final rows of `view` in `stdout`: key → value.

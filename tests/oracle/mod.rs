@@ -27,6 +27,7 @@ use crate::common::{
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+pub mod check;
 pub mod experiments;
 pub mod models;
 pub mod recs;
