@@ -359,34 +359,20 @@ mod tests {
     #[test]
     fn folds_diffs_and_upserts_and_charts_history() {
         let mut report = Report::default();
-        let key = |v: &str| format!(r#"{{"experiment":"e","variant":"{v}"}}"#);
+        // A change line of experiment e's `variant` row; `diff` None is an upsert line.
+        let change = |time: u64, variant: &str, diff: Option<i64>, value: String| {
+            let diff = diff.map_or(String::new(), |d| format!(r#""diff":{d},"#));
+            format!(
+                r#"{{"view":"experiments","key":{{"experiment":"e","variant":"{variant}"}},"time":{time},{diff}"value":{value}}}"#
+            )
+        };
         for line in [
-            format!(
-                r#"{{"view":"experiments","key":{},"time":1000,"diff":1,"value":{}}}"#,
-                key("b"),
-                row(5, 0.1, true)
-            ),
-            format!(
-                r#"{{"view":"experiments","key":{},"time":1000,"diff":1,"value":{}}}"#,
-                key("a"),
-                row(6, 0.2, false)
-            ),
+            change(1000, "b", Some(1), row(5, 0.1, true)),
+            change(1000, "a", Some(1), row(6, 0.2, false)),
             r#"{"progress":2000}"#.to_string(),
-            format!(
-                r#"{{"view":"experiments","key":{},"time":3000,"diff":-1,"value":{}}}"#,
-                key("b"),
-                row(5, 0.1, true)
-            ),
-            format!(
-                r#"{{"view":"experiments","key":{},"time":3000,"diff":1,"value":{}}}"#,
-                key("b"),
-                row(7, 0.3, true)
-            ),
-            format!(
-                r#"{{"view":"experiments","key":{},"time":3000,"value":{}}}"#,
-                key("a"),
-                row(8, 0.25, false)
-            ),
+            change(3000, "b", Some(-1), row(5, 0.1, true)),
+            change(3000, "b", Some(1), row(7, 0.3, true)),
+            change(3000, "a", None, row(8, 0.25, false)),
             r#"{"progress":null}"#.to_string(),
         ] {
             report.apply_line(&line);
