@@ -1,11 +1,11 @@
 //! The config file (DESIGN.md §2): TOML, every key optional, defaults = the seed's numbers.
 //! An unknown key or a bad value is an error that names it.
 
-use compact_str::CompactString;
 use intentflow_dataflows::assignment::BUCKETS;
 use intentflow_dataflows::experiments::{Experiment, Variant};
 use intentflow_dataflows::features::FeatureSums;
 use intentflow_dataflows::model::{EventKind, ItemKind, Score, ScrollDepth};
+use intentflow_dataflows::name::Name;
 use intentflow_dataflows::params::DAY_MS;
 use intentflow_dataflows::params::{
     BoostWindow, EngagementParams, FeedbackParams, SessionParams, TypeSet, ViewParams, Weights,
@@ -543,7 +543,7 @@ fn experiments(tables: &[ExperimentTable], recs: [i64; 5]) -> Result<Vec<Experim
                 None => None,
             };
             variants.push(Variant {
-                name: CompactString::new(&variant.name),
+                name: Name::new(&variant.name),
                 weight,
                 recs_weights,
             });
@@ -593,7 +593,7 @@ fn apply_sequences(table: &SequencesTable, params: &mut SequenceParams) -> Resul
                 "sequences.funnel lists the step {repeated:?} twice"
             ));
         }
-        params.funnel = funnel.iter().map(|step| CompactString::new(step)).collect();
+        params.funnel = funnel.iter().map(|step| Name::new(step)).collect();
     }
     Ok(())
 }

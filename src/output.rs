@@ -10,7 +10,6 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use intentflow_dataflows::model::Millis;
 use intentflow_dataflows::{ViewName, ViewRow};
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,36 +78,42 @@ fn render(
     rows: &[(ViewRow, isize)],
     out: &mut String,
 ) {
+    // Pieces pushed one by one: this runs for every change the engine prints, and
+    // `write!`'s format machinery costs more than the copying.
+    let mut numbers = itoa::Buffer::new();
+    let mut head = |out: &mut String, key: &str| {
+        out.push_str(r#"{"view":""#);
+        out.push_str(view.as_str());
+        out.push_str(r#"","key":"#);
+        out.push_str(key);
+        out.push_str(r#","time":"#);
+        out.push_str(numbers.format(time));
+    };
     match format {
         Format::Diff => {
+            // Retractions before insertions of the same key reads naturally; `rows` is
+            // sorted by (key, value), so emit the key's negatives first.
+            let mut diffs = itoa::Buffer::new();
             for (row, diff) in rows {
-                // Retractions before insertions of the same key reads naturally; `rows` is
-                // sorted by (key, value), so emit the key's negatives first.
                 debug_assert_eq!(row.view, view);
-                let _ = writeln!(
-                    out,
-                    r#"{{"view":"{view}","key":{},"time":{time},"diff":{diff},"value":{}}}"#,
-                    row.key, row.value
-                );
+                head(out, &row.key);
+                out.push_str(r#","diff":"#);
+                out.push_str(diffs.format(*diff));
+                out.push_str(r#","value":"#);
+                out.push_str(&row.value);
+                out.push_str("}\n");
             }
         }
         Format::Upsert => {
             for group in rows.chunk_by(|(a, _), (b, _)| a.key == b.key) {
-                let key = &group[0].0.key;
+                head(out, &group[0].0.key);
                 match group.iter().find(|(_, diff)| *diff > 0) {
                     Some((row, _)) => {
-                        let _ = writeln!(
-                            out,
-                            r#"{{"view":"{view}","key":{key},"time":{time},"value":{}}}"#,
-                            row.value
-                        );
+                        out.push_str(r#","value":"#);
+                        out.push_str(&row.value);
+                        out.push_str("}\n");
                     }
-                    None => {
-                        let _ = writeln!(
-                            out,
-                            r#"{{"view":"{view}","key":{key},"time":{time},"deleted":true}}"#
-                        );
-                    }
+                    None => out.push_str(",\"deleted\":true}\n"),
                 }
             }
         }
@@ -231,7 +236,8 @@ pub fn run_output(
                         rendered
                             .entry(format)
                             .or_insert_with(|| {
-                                let mut text = String::new();
+                                // Rows are ~150 bytes: one allocation, not a dozen regrowths.
+                                let mut text = String::with_capacity(192 * group.len());
                                 render(format, view, time, group, &mut text);
                                 Arc::from(text)
                             })

@@ -5,11 +5,11 @@
 //! wrong type names the field it is in, and so that ids are copied straight into inline
 //! strings without building an intermediate `serde_json::Value`.
 
-use compact_str::CompactString;
 use intentflow_dataflows::model::{
     CatalogItem, Category, Cents, Event, EventKind, ItemId, ItemKind, Millis, ScrollDepth,
     SessionId, UserId,
 };
+use intentflow_dataflows::name::Name;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use std::fmt;
@@ -72,18 +72,18 @@ fn describe_json_error(error: serde_json::Error) -> String {
 /// The event as it arrives, every field optional until validated.
 #[derive(Default)]
 struct RawEvent {
-    user: Option<CompactString>,
-    kind: Option<CompactString>,
+    user: Option<Name>,
+    kind: Option<Name>,
     ts: Option<RawTimestamp>,
-    item: Option<CompactString>,
-    session: Option<CompactString>,
-    page: Option<CompactString>,
+    item: Option<Name>,
+    session: Option<Name>,
+    page: Option<Name>,
     dwell_ms: Option<f64>,
     scroll: Option<f64>,
     value: Option<f64>,
-    rec: Option<CompactString>,
-    variant: Option<CompactString>,
-    items: Option<Vec<CompactString>>,
+    rec: Option<Name>,
+    variant: Option<Name>,
+    items: Option<Vec<Name>>,
 }
 
 enum RawTimestamp {
@@ -145,7 +145,7 @@ impl RawEvent {
     }
 }
 
-fn required_text(text: Option<CompactString>, field: &str) -> Result<CompactString, String> {
+fn required_text(text: Option<Name>, field: &str) -> Result<Name, String> {
     match text {
         None => Err(format!("missing field \"{field}\"")),
         Some(text) if text.is_empty() => Err(format!("empty \"{field}\"")),
@@ -153,7 +153,7 @@ fn required_text(text: Option<CompactString>, field: &str) -> Result<CompactStri
     }
 }
 
-fn non_empty(text: Option<CompactString>) -> Option<CompactString> {
+fn non_empty(text: Option<Name>) -> Option<Name> {
     text.filter(|text| !text.is_empty())
 }
 
@@ -180,7 +180,7 @@ struct RawEventVisitor;
 
 /// The `items` of an impression. Its own visitor so that a wrong element type gets a clear
 /// message while a syntax error inside the array is still reported as malformed JSON.
-struct ItemList(Vec<CompactString>);
+struct ItemList(Vec<Name>);
 
 impl<'de> Deserialize<'de> for ItemList {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -194,7 +194,7 @@ impl<'de> Deserialize<'de> for ItemList {
                 let mut items = Vec::new();
                 while let Some(element) = seq.next_element::<serde_json::Value>()? {
                     match element {
-                        serde_json::Value::String(item) => items.push(CompactString::from(item)),
+                        serde_json::Value::String(item) => items.push(Name::from(item)),
                         _ => {
                             return Err(de::Error::custom("\"items\" must be an array of strings"));
                         }
@@ -226,7 +226,7 @@ impl<'de> Visitor<'de> for RawEventVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawEvent, A::Error> {
         let mut raw = RawEvent::default();
-        while let Some(key) = map.next_key::<CompactString>()? {
+        while let Some(key) = map.next_key::<Name>()? {
             match key.as_str() {
                 "user" => raw.user = field_value(&mut map, "user")?,
                 "type" => raw.kind = field_value(&mut map, "type")?,

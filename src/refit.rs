@@ -246,10 +246,11 @@ impl Refitter {
         input: &mut InputSession<Time, String, isize>,
         time: Time,
     ) {
+        let layout = render::FeaturesLayout::new(&self.options.recency_days);
         let rows: BTreeMap<String, Value> = features
             .iter()
             .map(|(user, sums)| {
-                let row = render::features_row(user, sums, &self.options.recency_days);
+                let row = render::features_row(user, sums, &layout);
                 let value = serde_json::from_str(&row.value).expect("rows are JSON");
                 (user.to_string(), value)
             })

@@ -22,7 +22,7 @@
 use crate::Time;
 use crate::assignment::{bucket, ranges, shares, variant_of};
 use crate::model::{Cents, Event, EventKind, ItemId, Millis, UserId};
-use compact_str::CompactString;
+use crate::name::Name;
 use differential_dataflow::VecCollection;
 use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
 use serde::{Deserialize, Serialize};
@@ -31,8 +31,8 @@ use std::collections::{BTreeMap, BTreeSet};
 /// One `[[experiments]]` entry.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Experiment {
-    pub name: CompactString,
-    pub salt: CompactString,
+    pub name: Name,
+    pub salt: Name,
     /// An action counts for an impression shown at most this long before it.
     pub attribution_ms: Millis,
     /// The first variant is the control.
@@ -45,7 +45,7 @@ pub struct Experiment {
 /// One variant of an experiment.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Variant {
-    pub name: CompactString,
+    pub name: Name,
     /// Traffic weight (positive; any scale).
     pub weight: f64,
     /// The `recs` blend weights (thousandths, [`crate::recs::Source::ALL`] order) this
@@ -64,8 +64,8 @@ impl Experiment {
         let weights: Vec<f64> = variants.iter().map(|variant| variant.weight).collect();
         let shares = shares(&weights);
         Experiment {
-            name: CompactString::new(name),
-            salt: CompactString::new(salt),
+            name: Name::new(name),
+            salt: Name::new(salt),
             attribution_ms,
             ranges: ranges(&shares),
             shares,
@@ -89,7 +89,7 @@ impl Experiment {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum Touch {
     /// An impression showed the item, from the list with this `rec` id.
-    Exposure(Option<CompactString>),
+    Exposure(Option<Name>),
     Action(Action),
 }
 
@@ -100,7 +100,7 @@ struct Action {
     value: Cents,
     dwell_ms: Option<u64>,
     /// The list a click came from: a click counts only as a click-through.
-    rec: Option<CompactString>,
+    rec: Option<Name>,
 }
 
 impl Action {
@@ -340,7 +340,7 @@ pub fn experiments<'s>(
         let within = |shown: Option<Millis>, ts: Millis| shown.is_some_and(|at| ts - at <= span);
         // Latest exposure so far, overall and per list.
         let mut last_exposure: Option<Millis> = None;
-        let mut last_by_list: BTreeMap<&CompactString, Millis> = BTreeMap::new();
+        let mut last_by_list: BTreeMap<&Name, Millis> = BTreeMap::new();
         let mut total = Attributed::default();
         for ((ts, touch), times) in input {
             match touch {

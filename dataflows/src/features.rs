@@ -18,6 +18,8 @@ use differential_dataflow::operators::CountTotal;
 use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use timely::dataflow::operators::vec::Map;
 
 /// The `features` view as a collection: one feature vector per user.
@@ -105,7 +107,7 @@ impl FeatureSums {
             ),
         ];
         for (index, days) in recency_days.iter().enumerate() {
-            values.push((format!("active_{days}d").into(), Flag(self.active(index))));
+            values.push((active_name(*days).into(), Flag(self.active(index))));
         }
         values
     }
@@ -126,6 +128,19 @@ impl FeatureSums {
         .into_iter()
         .chain(self.recent.iter_mut())
     }
+}
+
+/// The name of the `active_<days>d` flag. Every feature change of every user names its
+/// flags (to score and render them), so each name is built once per process and kept: the
+/// names come from `[windows] recency_days`, a handful per run.
+fn active_name(days: u64) -> &'static str {
+    static NAMES: Mutex<BTreeMap<u64, &'static str>> = Mutex::new(BTreeMap::new());
+    let mut names = NAMES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    names
+        .entry(days)
+        .or_insert_with(|| Box::leak(format!("active_{days}d").into_boxed_str()))
 }
 
 /// `sum / count` rounded half up; 0 when `count` is 0.

@@ -11,6 +11,7 @@ pub mod experiments;
 pub mod features;
 pub mod model;
 pub mod models;
+pub mod name;
 pub mod params;
 pub mod propensity;
 pub mod recs;
@@ -165,11 +166,11 @@ pub fn build_views<'s>(inputs: Inputs<'s>, params: &ViewParams, wanted: &[ViewNa
     };
     let recency_days = &params.windows.recency_days;
     if let Some(features) = features.as_ref().filter(|_| wants(ViewName::Features)) {
-        let recency_days = recency_days.clone();
+        let layout = render::FeaturesLayout::new(recency_days);
         outputs.push(
             features
                 .clone()
-                .map(move |(user, sums)| render::features_row(&user, &sums, &recency_days)),
+                .map(move |(user, sums)| render::features_row(&user, &sums, &layout)),
         );
     }
     let segments = features.as_ref().filter(|_| need_segments).map(|features| {

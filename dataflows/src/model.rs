@@ -4,7 +4,7 @@
 //! consolidates records and timely ships them between processes. Floats are neither `Ord` nor
 //! associative, so scores, scroll depth and money are fixed-point integers (DESIGN.md §4).
 
-use compact_str::CompactString;
+use crate::name::Name;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -15,14 +15,14 @@ macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         ///
-        /// Ids up to 24 bytes are stored inline, so cloning one never allocates.
+        /// Ids up to 15 bytes are stored inline and compare as two words (see [`Name`]).
         #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(transparent)]
-        pub struct $name(pub CompactString);
+        pub struct $name(pub Name);
 
         impl $name {
             pub fn new(id: &str) -> Self {
-                $name(CompactString::new(id))
+                $name(Name::new(id))
             }
             pub fn as_str(&self) -> &str {
                 self.0.as_str()
@@ -176,15 +176,15 @@ pub struct Event {
     pub ts: Millis,
     pub kind: EventKind,
     /// The type's name when `kind` is `Other`.
-    pub custom_type: Option<CompactString>,
+    pub custom_type: Option<Name>,
     pub item: Option<ItemId>,
     pub session: Option<SessionId>,
-    pub page: Option<CompactString>,
+    pub page: Option<Name>,
     pub dwell_ms: Option<u64>,
     pub scroll: Option<ScrollDepth>,
     pub value: Option<Cents>,
-    pub rec: Option<CompactString>,
-    pub variant: Option<CompactString>,
+    pub rec: Option<Name>,
+    pub variant: Option<Name>,
     /// The items an `impression` showed (besides `item`); empty for other events (the
     /// parser drops theirs).
     pub items: Vec<ItemId>,

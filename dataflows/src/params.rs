@@ -2,7 +2,7 @@
 //! the defaults are the seed's numbers.
 
 use crate::model::{Event, EventKind, Millis, Score, ScrollDepth};
-use compact_str::CompactString;
+use crate::name::Name;
 use std::collections::BTreeMap;
 
 /// Intent weight per event type: `click*1 + add_to_cart*3 + purchase*5` by default.
@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 pub struct Weights {
     known: BTreeMap<EventKind, Score>,
     /// Weights for event types the engine does not know, by their wire name.
-    custom: BTreeMap<CompactString, Score>,
+    custom: BTreeMap<Name, Score>,
 }
 
 impl Default for Weights {
@@ -49,14 +49,14 @@ impl Weights {
     }
 
     pub fn set_custom(&mut self, type_name: &str, weight: Score) {
-        self.custom.insert(CompactString::new(type_name), weight);
+        self.custom.insert(Name::new(type_name), weight);
     }
 
     pub fn known(&self, kind: EventKind) -> Score {
         self.known.get(&kind).copied().unwrap_or_default()
     }
 
-    pub fn custom(&self) -> &BTreeMap<CompactString, Score> {
+    pub fn custom(&self) -> &BTreeMap<Name, Score> {
         &self.custom
     }
 
@@ -107,7 +107,7 @@ pub struct ViewParams {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TypeSet {
     known: Vec<EventKind>,
-    custom: Vec<CompactString>,
+    custom: Vec<Name>,
 }
 
 impl TypeSet {
@@ -121,7 +121,7 @@ impl TypeSet {
     /// Adds a type by its wire name.
     pub fn insert(&mut self, name: &str) {
         match EventKind::from_name(name) {
-            EventKind::Other => self.custom.push(CompactString::new(name)),
+            EventKind::Other => self.custom.push(Name::new(name)),
             kind => self.known.push(kind),
         }
     }

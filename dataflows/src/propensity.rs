@@ -20,8 +20,16 @@ pub struct Propensity {
 }
 
 impl Propensity {
-    pub fn of(model: &PropensityModel, sums: &FeatureSums, recency_days: &[u64]) -> Self {
-        let input = model.transform.input(&sums.values(recency_days));
+    /// The scores of `sums`; `positions` is `model.transform.positions(recency_days)`.
+    pub fn of(
+        model: &PropensityModel,
+        positions: &[Option<usize>],
+        sums: &FeatureSums,
+        recency_days: &[u64],
+    ) -> Self {
+        let input = model
+            .transform
+            .input_at(positions, &sums.values(recency_days));
         Propensity {
             conversion: ten_thousandths(model.conversion.probability(&input)),
             churn: ten_thousandths(model.churn.probability(&input)),
@@ -36,8 +44,9 @@ pub fn propensity<'s>(
     recency_days: &[u64],
 ) -> VecCollection<'s, Time, (UserId, Propensity)> {
     let recency_days = recency_days.to_vec();
+    let positions = model.transform.positions(&recency_days);
     features.map(move |(user, sums)| {
-        let scores = Propensity::of(&model, &sums, &recency_days);
+        let scores = Propensity::of(&model, &positions, &sums, &recency_days);
         (user, scores)
     })
 }

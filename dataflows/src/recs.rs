@@ -30,6 +30,7 @@
 use crate::Time;
 use crate::experiments::Experiment;
 use crate::model::{CatalogItem, Event, EventKind, ItemId, Score, UserId};
+use crate::name::Name;
 use crate::params::ViewParams;
 use crate::scores::ScoreKey;
 use crate::segments::segment_candidates;
@@ -37,7 +38,6 @@ use crate::sequences::{NextSteps, StepKind};
 use crate::shared;
 use crate::similar::Neighbors;
 use crate::windows::{refreshed, sliding};
-use compact_str::CompactString;
 use differential_dataflow::VecCollection;
 use differential_dataflow::hashable::Hashable;
 use serde::{Deserialize, Serialize};
@@ -164,10 +164,10 @@ pub struct BlendSources<'s> {
     pub scores: VecCollection<'s, Time, (ScoreKey, Score)>,
     pub top_items: VecCollection<'s, Time, (UserId, (ItemId, i64))>,
     pub similar: VecCollection<'s, Time, (ItemId, Neighbors)>,
-    pub next: VecCollection<'s, Time, ((StepKind, CompactString), NextSteps)>,
+    pub next: VecCollection<'s, Time, ((StepKind, Name), NextSteps)>,
     pub als: Option<VecCollection<'s, Time, (UserId, crate::als::Candidates)>>,
     /// Each user's segment name.
-    pub segments: Option<VecCollection<'s, Time, (UserId, CompactString)>>,
+    pub segments: Option<VecCollection<'s, Time, (UserId, Name)>>,
 }
 
 /// Maintains the `recs` view.
@@ -280,7 +280,7 @@ pub fn recs<'s>(
             .clone()
             .map(|((user, _), _)| user)
             .distinct()
-            .map(|user| (user, CompactString::new("all"))),
+            .map(|user| (user, Name::new("all"))),
     };
     // Segment rules (seed 2c) raise the personal candidates the user's segment admits.
     let admitted = segment_candidates(catalog.clone(), &params.segments).map(|pair| (pair, ()));
@@ -342,7 +342,7 @@ pub fn recs<'s>(
     );
     inputs.push(purchased);
     inputs.push(scores.flat_map(|((user, item), score)| {
-        (score.0 < 0).then(|| (user, BlendInput::Excluded(item)))
+        (score.0 < 0).then_some((user, BlendInput::Excluded(item)))
     }));
 
     let strategies = Strategies::new(params);
@@ -428,10 +428,10 @@ fn popularity_step(n: i64) -> i64 {
 /// items its content rule admits (`segment`), each with value (P − rank) / P.
 fn segment_popularity<'s>(
     scores: VecCollection<'s, Time, (ScoreKey, Score)>,
-    user_segments: VecCollection<'s, Time, (UserId, CompactString)>,
+    user_segments: VecCollection<'s, Time, (UserId, Name)>,
     catalog: VecCollection<'s, Time, CatalogItem>,
     params: &ViewParams,
-) -> VecCollection<'s, Time, (CompactString, (ItemId, Source, i64))> {
+) -> VecCollection<'s, Time, (Name, (ItemId, Source, i64))> {
     // Users with a positive score for the item, per segment, as of the period's start.
     let every = params.recs.popular_refresh_ms;
     let positive = scores
@@ -466,10 +466,10 @@ fn best_first<'a>(input: &[(&'a (i64, ItemId), isize)]) -> Vec<&'a (i64, ItemId)
 /// (per segment and item hash bucket, then per segment) so a change re-ranks one bucket
 /// and one merge instead of the segment's whole catalogue.
 fn top_per_segment<'s>(
-    steps: VecCollection<'s, Time, ((CompactString, ItemId), i64)>,
+    steps: VecCollection<'s, Time, ((Name, ItemId), i64)>,
     count: usize,
     source: Source,
-) -> VecCollection<'s, Time, (CompactString, (ItemId, Source, i64))> {
+) -> VecCollection<'s, Time, (Name, (ItemId, Source, i64))> {
     const BUCKETS: u64 = 64;
     steps
         .map(|((segment, item), step)| ((segment, item.hashed() % BUCKETS), (step, item)))

@@ -5,11 +5,11 @@
 use crate::als::Candidates;
 use crate::features::{FeatureSums, FeatureValue};
 use crate::model::{Category, ItemId, Score, ScrollDepth, UserId};
+use crate::name::Name;
 use crate::propensity::Propensity;
 use crate::segments::SegmentAssignment;
 use crate::sequences::{FunnelStep, NextSteps, Transition};
 use crate::sessions::{SessionAggregate, SessionKey};
-use compact_str::CompactString;
 use serde::{Deserialize, Serialize, Serializer};
 use std::fmt;
 use std::str::FromStr;
@@ -210,24 +210,62 @@ pub fn affinity_row(user: &UserId, category: &Category, score: Score) -> ViewRow
 }
 
 /// Renders a feature vector; `recency_days` names its `active_<N>d` flags.
-pub fn features_row(user: &UserId, sums: &FeatureSums, recency_days: &[u64]) -> ViewRow {
-    let mut value = serde_json::Map::new();
-    for (name, feature) in sums.values(recency_days) {
-        let rendered = match feature {
-            FeatureValue::Count(n) => serde_json::Value::from(n),
-            FeatureValue::Flag(flag) => serde_json::Value::from(flag),
-            FeatureValue::TenThousandths(units) => serde_json::to_value(Fixed {
-                units,
-                scale: 10_000,
-            })
-            .expect("a number"),
-        };
-        value.insert(name.into_owned(), rendered);
+/// How `features` rows are written under one `recency_days`: the fields in name order (the
+/// order a JSON object of them had) with their keys already escaped. Built once per
+/// dataflow: every feature change of every user renders a row twice.
+#[derive(Clone, Debug)]
+pub struct FeaturesLayout {
+    recency_days: Vec<u64>,
+    /// (position in [`FeatureSums::values`], `"name":`), by name.
+    fields: Vec<(usize, String)>,
+}
+
+impl FeaturesLayout {
+    pub fn new(recency_days: &[u64]) -> Self {
+        let mut fields: Vec<(usize, String)> = FeatureSums::default()
+            .values(recency_days)
+            .into_iter()
+            .enumerate()
+            .map(|(position, (name, _))| (position, name.into_owned()))
+            .collect();
+        fields.sort_by(|a, b| a.1.cmp(&b.1));
+        for (_, name) in &mut fields {
+            *name = format!("{}:", to_json(name));
+        }
+        FeaturesLayout {
+            recency_days: recency_days.to_vec(),
+            fields,
+        }
     }
+}
+
+pub fn features_row(user: &UserId, sums: &FeatureSums, layout: &FeaturesLayout) -> ViewRow {
+    let values = sums.values(&layout.recency_days);
+    let mut value = Vec::with_capacity(32 * values.len());
+    value.push(b'{');
+    for (index, (position, key)) in layout.fields.iter().enumerate() {
+        if index > 0 {
+            value.push(b',');
+        }
+        value.extend_from_slice(key.as_bytes());
+        let written = match values[*position].1 {
+            FeatureValue::Count(n) => serde_json::to_writer(&mut value, &n),
+            FeatureValue::Flag(flag) => serde_json::to_writer(&mut value, &flag),
+            FeatureValue::TenThousandths(units) => serde_json::to_writer(
+                &mut value,
+                &Fixed {
+                    units,
+                    scale: 10_000,
+                },
+            ),
+        };
+        written.expect("feature values serialize to JSON");
+    }
+    value.push(b'}');
     ViewRow {
         view: ViewName::Features,
         key: to_json(&UserKey { user }),
-        value: to_json(&value),
+        value: String::from_utf8(value).expect("serde_json writes UTF-8"),
     }
 }
 
@@ -367,10 +405,10 @@ pub fn next_row(kind: crate::sequences::StepKind, from: &str, next: &NextSteps) 
     }
 }
 
-pub fn path_row(path: &[CompactString], count: u64) -> ViewRow {
+pub fn path_row(path: &[Name], count: u64) -> ViewRow {
     #[derive(Serialize)]
     struct Key<'a> {
-        path: &'a [CompactString],
+        path: &'a [Name],
     }
     #[derive(Serialize)]
     struct Value {

@@ -10,7 +10,7 @@ use crate::Time;
 use crate::features::{FeatureValue, UserFeatures};
 use crate::model::{CatalogItem, ItemId, ItemKind, UserId};
 use crate::models::{MODEL_SHARDS, ModelCache, SegmentModel, SharedModel};
-use compact_str::CompactString;
+use crate::name::Name;
 use differential_dataflow::VecCollection;
 use differential_dataflow::hashable::Hashable;
 use serde::{Deserialize, Serialize};
@@ -22,8 +22,8 @@ use std::str::FromStr;
 /// A user's segment: its stable id and readable name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SegmentAssignment {
-    pub id: CompactString,
-    pub name: CompactString,
+    pub id: Name,
+    pub name: Name,
 }
 
 /// `<` `<=` `>` `>=` `==` `!=`
@@ -241,13 +241,13 @@ pub fn segments<'s>(
 pub fn segment_candidates<'s>(
     catalog: VecCollection<'s, Time, CatalogItem>,
     params: &SegmentParams,
-) -> VecCollection<'s, Time, (CompactString, ItemId)> {
+) -> VecCollection<'s, Time, (Name, ItemId)> {
     let content = params.content.clone();
     catalog.flat_map(move |entry| {
         content
             .iter()
             .filter(|(_, rule)| rule.admits(&entry))
-            .map(|(segment, _)| (CompactString::new(segment), entry.item.clone()))
+            .map(|(segment, _)| (Name::new(segment), entry.item.clone()))
             .collect::<Vec<_>>()
     })
 }

@@ -11,10 +11,10 @@
 use crate::Time;
 use crate::features::mean_half_up;
 use crate::model::{Event, EventKind, ItemId, Millis, SessionId, UserId};
+use crate::name::Name;
 use crate::params::ViewParams;
 use crate::sessions::split_runs;
 use crate::windows::sliding;
-use compact_str::CompactString;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -27,7 +27,7 @@ pub struct SequenceParams {
     /// Steps per purchase path, the purchase included.
     pub path_length: usize,
     /// The funnel's steps, in order (page types, or `purchase`).
-    pub funnel: Vec<CompactString>,
+    pub funnel: Vec<Name>,
 }
 
 impl Default for SequenceParams {
@@ -36,7 +36,7 @@ impl Default for SequenceParams {
             next_k: 5,
             path_length: 4,
             funnel: ["home", "category", "product", "cart", "purchase"]
-                .map(CompactString::new)
+                .map(Name::new)
                 .to_vec(),
         }
     }
@@ -51,14 +51,14 @@ pub const PURCHASE_STEP: &str = "purchase";
 pub struct StepEvent {
     pub ts: Millis,
     /// `purchase` for a purchase; the page type of a `page_view`; else none.
-    pub page: Option<CompactString>,
+    pub page: Option<Name>,
     pub item: Option<ItemId>,
 }
 
 impl StepEvent {
     pub fn of(event: &Event) -> Self {
         let page = match event.kind {
-            EventKind::Purchase => Some(CompactString::new(PURCHASE_STEP)),
+            EventKind::Purchase => Some(Name::new(PURCHASE_STEP)),
             EventKind::PageView => event.page.clone().filter(|page| !page.is_empty()),
             _ => None,
         };
@@ -89,16 +89,16 @@ impl StepKind {
 /// One thing a session contributes to the sequence views.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum Fact {
-    Transition(StepKind, CompactString, CompactString),
-    Path(Vec<CompactString>),
+    Transition(StepKind, Name, Name),
+    Path(Vec<Name>),
     /// How many funnel steps the session reached, in order (one per session).
     FunnelDepth(usize),
 }
 
 /// A session's steps, from its events in order (each with its multiplicity).
 struct Steps {
-    pages: Vec<CompactString>,
-    items: Vec<CompactString>,
+    pages: Vec<Name>,
+    items: Vec<Name>,
 }
 
 impl Steps {
@@ -151,7 +151,7 @@ impl Steps {
 /// `next` list.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum OriginRow {
-    To(CompactString, u64, i64),
+    To(Name, u64, i64),
     Next(NextSteps),
 }
 
@@ -160,20 +160,20 @@ pub struct Sequences<'s> {
     /// ((kind, from, to), (count, p in ten-thousandths))
     pub transitions: VecCollection<'s, Time, (Transition, (u64, i64))>,
     /// ((kind, from), [(to, p)]) best first
-    pub next: VecCollection<'s, Time, ((StepKind, CompactString), NextSteps)>,
-    pub paths: VecCollection<'s, Time, (Vec<CompactString>, u64)>,
+    pub next: VecCollection<'s, Time, ((StepKind, Name), NextSteps)>,
+    pub paths: VecCollection<'s, Time, (Vec<Name>, u64)>,
     pub funnel: VecCollection<'s, Time, FunnelStep>,
 }
 
-pub type Transition = (StepKind, CompactString, CompactString);
-pub type NextSteps = Vec<(CompactString, i64)>;
+pub type Transition = (StepKind, Name, Name);
+pub type NextSteps = Vec<(Name, i64)>;
 
 /// One funnel row: position (1-based), step, sessions that reached it, and the rate
 /// against the previous step (or against all sessions, for the first).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct FunnelStep {
     pub position: usize,
-    pub step: CompactString,
+    pub step: Name,
     pub reached: u64,
     pub rate: i64,
 }
@@ -224,7 +224,7 @@ pub fn sequences<'s>(events: VecCollection<'s, Time, Event>, params: &ViewParams
             for (to, count) in input {
                 output.push((OriginRow::To((*to).clone(), *count as u64, p(*count)), 1));
             }
-            let mut ranked: Vec<(isize, &CompactString)> =
+            let mut ranked: Vec<(isize, &Name)> =
                 input.iter().map(|(to, count)| (*count, *to)).collect();
             ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
             let next = ranked
@@ -294,7 +294,7 @@ mod tests {
     fn event(ts: Millis, page: Option<&str>, item: Option<&str>) -> StepEvent {
         StepEvent {
             ts,
-            page: page.map(CompactString::new),
+            page: page.map(Name::new),
             item: item.map(ItemId::new),
         }
     }
@@ -316,17 +316,12 @@ mod tests {
             ..Default::default()
         };
         steps.facts(&params, &mut facts);
-        let path = Fact::Path(
-            ["product", "cart", "purchase"]
-                .map(CompactString::new)
-                .to_vec(),
-        );
+        let path = Fact::Path(["product", "cart", "purchase"].map(Name::new).to_vec());
         assert_eq!(facts.get(&path), Some(&1));
         // home, (category missing): the funnel stops after its first step.
         assert_eq!(facts.get(&Fact::FunnelDepth(1)), Some(&1));
-        let transition = |a: &str, b: &str| {
-            Fact::Transition(StepKind::Page, CompactString::new(a), CompactString::new(b))
-        };
+        let transition =
+            |a: &str, b: &str| Fact::Transition(StepKind::Page, Name::new(a), Name::new(b));
         assert_eq!(facts.get(&transition("home", "product")), Some(&1));
         assert_eq!(facts.get(&transition("cart", "purchase")), Some(&1));
         assert_eq!(facts.len(), 3 + 1 + 1 + 1, "{facts:?}");
