@@ -120,11 +120,16 @@ fn render(
     }
 }
 
-/// Orders a key's retractions before its insertions.
+/// Orders a key's retractions before its insertions. The rows come consolidated, i.e.
+/// sorted by (view, key, value), so a stable sort of each key's few rows by sign gives
+/// (view, key, sign, value) without sorting every row again.
 fn retractions_first(rows: &mut [(ViewRow, isize)]) {
-    rows.sort_by(|(a, da), (b, db)| {
-        (a.view, &a.key, *da > 0, &a.value).cmp(&(b.view, &b.key, *db > 0, &b.value))
-    });
+    debug_assert!(rows.is_sorted_by(|(a, _), (b, _)| a <= b));
+    for group in rows.chunk_by_mut(|(a, _), (b, _)| a.view == b.view && a.key == b.key) {
+        if group.len() > 1 {
+            group.sort_by_key(|(_, diff)| *diff > 0);
+        }
+    }
 }
 
 fn progress_line(progress: Option<Millis>) -> String {
