@@ -19,7 +19,7 @@ use intentflow_dataflows::model::{CatalogItem, Event, Millis};
 use intentflow_dataflows::params::ViewParams;
 use intentflow_dataflows::{Available, Built, Inputs, Time, ViewName, ViewRow, build_views};
 use std::cell::Cell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
@@ -28,6 +28,9 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Exchange, Probe};
+
+/// Input batches the input worker may advance beyond what has reached the output.
+const IN_FLIGHT_BATCHES: usize = 4;
 
 /// What the engine runs and how it is wired to the rest of the process.
 pub struct EngineSetup {
@@ -158,7 +161,23 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
                 )
             });
             let mut last_event: Option<Time> = None;
+            // Input times advanced but not yet through to the output, oldest first.
+            let mut in_flight: VecDeque<Time> = VecDeque::new();
             loop {
+                // Backpressure: the input worker feeds at most IN_FLIGHT_BATCHES ahead of the
+                // output. Without it, it can run far ahead of the other workers, and what it
+                // exchanges to them waits in memory; with it, a fast source waits in the
+                // bounded ingest channel (and, over TCP, in the sender's socket).
+                while in_flight.len() > IN_FLIGHT_BATCHES {
+                    // A refit may hold the model inputs back; never wait past them.
+                    let reachable = in_flight[0].min(*kmeans_in.time()).min(*als_in.time());
+                    if delivered.less_than(&reachable) {
+                        // Parks until there is work: other workers' messages wake it.
+                        worker.step_or_park(None);
+                    } else {
+                        in_flight.pop_front();
+                    }
+                }
                 let mut closed = false;
                 loop {
                     match feed.try_recv() {
@@ -179,6 +198,7 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
                         }
                         Ok(ToWorker::Advance(time)) => {
                             if time > *events_in.time() {
+                                in_flight.push_back(time);
                                 events_in.advance_to(time);
                                 catalog_in.advance_to(time);
                                 horizon_in.advance_to(time);
