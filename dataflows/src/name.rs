@@ -37,10 +37,7 @@ impl Name {
     pub fn new(text: &str) -> Self {
         let bytes = text.as_bytes();
         if bytes.len() <= INLINE {
-            let mut inline = [0u8; INLINE + 1];
-            inline[..bytes.len()].copy_from_slice(bytes);
-            inline[INLINE] = bytes.len() as u8;
-            Name(Repr::Inline(inline))
+            Name(Repr::Inline(pad(bytes)))
         } else {
             Name(Repr::Heap(Arc::from(text)))
         }
@@ -62,6 +59,30 @@ impl Name {
     pub fn is_empty(&self) -> bool {
         self.as_str().is_empty()
     }
+}
+
+/// `bytes` (at most [`INLINE`]) zero-padded, with the length in the last byte.
+///
+/// Two overlapping fixed-size copies instead of one of variable length: ids are parsed
+/// into names on every event, and a variable `copy_from_slice` is a call to `memmove`.
+#[inline]
+fn pad(bytes: &[u8]) -> [u8; INLINE + 1] {
+    let len = bytes.len();
+    debug_assert!(len <= INLINE);
+    let mut inline = [0u8; INLINE + 1];
+    if len >= 8 {
+        inline[..8].copy_from_slice(&bytes[..8]);
+        inline[len - 8..len].copy_from_slice(&bytes[len - 8..]);
+    } else if len >= 4 {
+        inline[..4].copy_from_slice(&bytes[..4]);
+        inline[len - 4..len].copy_from_slice(&bytes[len - 4..]);
+    } else {
+        for (slot, byte) in inline.iter_mut().zip(bytes) {
+            *slot = *byte;
+        }
+    }
+    inline[INLINE] = len as u8;
+    inline
 }
 
 /// The inline bytes as two big-endian words: their order is the bytes' order.
@@ -250,6 +271,18 @@ mod tests {
                 assert_eq!(name_a.cmp(&name_b), a.cmp(b), "{a:?} vs {b:?}");
                 assert_eq!(name_a == name_b, a == b, "{a:?} vs {b:?}");
             }
+        }
+    }
+
+    #[test]
+    fn pads_every_inline_length_with_zeros() {
+        let text = "abcdefghijklmnopq";
+        for len in 0..=INLINE {
+            let mut expected = [0u8; INLINE + 1];
+            expected[..len].copy_from_slice(&text.as_bytes()[..len]);
+            expected[INLINE] = len as u8;
+            assert_eq!(pad(&text.as_bytes()[..len]), expected, "length {len}");
+            assert_eq!(Name::new(&text[..len]).as_str(), &text[..len]);
         }
     }
 

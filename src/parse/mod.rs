@@ -14,9 +14,14 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use std::fmt;
 
+mod flat;
+
 /// Parses one event line (already checked to be valid UTF-8).
 pub fn parse_event(line: &str) -> Result<Event, String> {
-    let raw: RawEvent = serde_json::from_str(line).map_err(describe_json_error)?;
+    let raw = match flat::scan(line) {
+        Some(raw) => raw,
+        None => serde_json::from_str(line).map_err(describe_json_error)?,
+    };
     raw.validate()
 }
 
@@ -70,7 +75,7 @@ fn describe_json_error(error: serde_json::Error) -> String {
 }
 
 /// The event as it arrives, every field optional until validated.
-#[derive(Default)]
+#[derive(Default, Debug, PartialEq)]
 struct RawEvent {
     user: Option<Name>,
     kind: Option<Name>,
@@ -86,6 +91,7 @@ struct RawEvent {
     items: Option<Vec<Name>>,
 }
 
+#[derive(Debug, PartialEq)]
 enum RawTimestamp {
     Millis(f64),
     Text(String),
@@ -226,26 +232,76 @@ impl<'de> Visitor<'de> for RawEventVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawEvent, A::Error> {
         let mut raw = RawEvent::default();
-        while let Some(key) = map.next_key::<Name>()? {
-            match key.as_str() {
-                "user" => raw.user = field_value(&mut map, "user")?,
-                "type" => raw.kind = field_value(&mut map, "type")?,
-                "ts" => raw.ts = field_value(&mut map, "ts")?,
-                "item" => raw.item = field_value(&mut map, "item")?,
-                "session" => raw.session = field_value(&mut map, "session")?,
-                "page" => raw.page = field_value(&mut map, "page")?,
-                "dwell_ms" => raw.dwell_ms = field_value(&mut map, "dwell_ms")?,
-                "scroll" => raw.scroll = field_value(&mut map, "scroll")?,
-                "value" => raw.value = field_value(&mut map, "value")?,
-                "rec" => raw.rec = field_value(&mut map, "rec")?,
-                "variant" => raw.variant = field_value(&mut map, "variant")?,
-                "items" => raw.items = map.next_value::<Option<ItemList>>()?.map(|list| list.0),
-                _ => {
+        while let Some(field) = map.next_key::<Field>()? {
+            match field {
+                Field::User => raw.user = field_value(&mut map, "user")?,
+                Field::Type => raw.kind = field_value(&mut map, "type")?,
+                Field::Ts => raw.ts = field_value(&mut map, "ts")?,
+                Field::Item => raw.item = field_value(&mut map, "item")?,
+                Field::Session => raw.session = field_value(&mut map, "session")?,
+                Field::Page => raw.page = field_value(&mut map, "page")?,
+                Field::DwellMs => raw.dwell_ms = field_value(&mut map, "dwell_ms")?,
+                Field::Scroll => raw.scroll = field_value(&mut map, "scroll")?,
+                Field::Value => raw.value = field_value(&mut map, "value")?,
+                Field::Rec => raw.rec = field_value(&mut map, "rec")?,
+                Field::Variant => raw.variant = field_value(&mut map, "variant")?,
+                Field::Items => {
+                    raw.items = map.next_value::<Option<ItemList>>()?.map(|list| list.0)
+                }
+                Field::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
         Ok(raw)
+    }
+}
+
+/// An event's key, matched where it lies in the line (no string is built for it).
+enum Field {
+    User,
+    Type,
+    Ts,
+    Item,
+    Session,
+    Page,
+    DwellMs,
+    Scroll,
+    Value,
+    Rec,
+    Variant,
+    Items,
+    /// A key the engine does not read (`device`, a client's own fields): skipped.
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldVisitor;
+        impl Visitor<'_> for FieldVisitor {
+            type Value = Field;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E>(self, key: &str) -> Result<Field, E> {
+                Ok(match key {
+                    "user" => Field::User,
+                    "type" => Field::Type,
+                    "ts" => Field::Ts,
+                    "item" => Field::Item,
+                    "session" => Field::Session,
+                    "page" => Field::Page,
+                    "dwell_ms" => Field::DwellMs,
+                    "scroll" => Field::Scroll,
+                    "value" => Field::Value,
+                    "rec" => Field::Rec,
+                    "variant" => Field::Variant,
+                    "items" => Field::Items,
+                    _ => Field::Other,
+                })
+            }
+        }
+        deserializer.deserialize_identifier(FieldVisitor)
     }
 }
 
