@@ -42,6 +42,7 @@ use differential_dataflow::VecCollection;
 use differential_dataflow::hashable::Hashable;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// The blend's sources, in the order they win ties for `reason`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -135,6 +136,10 @@ impl Strategies {
     }
 }
 
+/// A segment's `popular_items` best items with their values, best first. Shared: within a
+/// worker every cold-start user of the segment holds the same list.
+type RankedItems = Arc<Vec<(ItemId, i64)>>;
+
 /// One recommended item: its blended score (ten-thousandths) and main source.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Rec {
@@ -152,6 +157,10 @@ enum BlendInput {
     Similar(ItemId, i64),
     /// A candidate with a source's value (not `Similar`).
     Candidate(ItemId, Source, i64),
+    /// A segment's ranked list from one source (`Popular` or `Segment`), as candidates.
+    /// Cold-start users read it as one record shared by the segment, not one per item:
+    /// that was half of the blend's input records, repeated for every such user.
+    Ranked(Source, RankedItems),
     /// Excluded: purchased, or negatively scored by the user.
     Excluded(ItemId),
 }
@@ -321,11 +330,8 @@ pub fn recs<'s>(
         user_segments
             .concat(with_enough.negate())
             .map(|(user, segment)| (segment, user))
-            .join_map(popular, |_segment, user, (item, source, value)| {
-                (
-                    user.clone(),
-                    BlendInput::Candidate(item.clone(), *source, *value),
-                )
+            .join_map(popular, |_segment, user, (source, items)| {
+                (user.clone(), BlendInput::Ranked(*source, items.clone()))
             }),
     );
 
@@ -373,13 +379,19 @@ fn blend<'a>(
     let mut similar: BTreeMap<&ItemId, i64> = BTreeMap::new();
     let mut values: BTreeMap<&ItemId, [i64; 5]> = BTreeMap::new();
     let mut excluded: BTreeSet<&ItemId> = BTreeSet::new();
+    let mut offer = |item: &'a ItemId, source: Source, value: i64| {
+        let slot = &mut values.entry(item).or_default()[source as usize];
+        *slot = (*slot).max(value);
+    };
     for input in inputs {
         match input {
             BlendInput::Top(_, level) => levels += level,
             BlendInput::Similar(other, weighted) => *similar.entry(other).or_default() += weighted,
-            BlendInput::Candidate(item, source, value) => {
-                let slot = &mut values.entry(item).or_default()[*source as usize];
-                *slot = (*slot).max(*value);
+            BlendInput::Candidate(item, source, value) => offer(item, *source, *value),
+            BlendInput::Ranked(source, items) => {
+                for (item, value) in items.iter() {
+                    offer(item, *source, *value);
+                }
             }
             BlendInput::Excluded(item) => {
                 excluded.insert(item);
@@ -431,7 +443,7 @@ fn segment_popularity<'s>(
     user_segments: VecCollection<'s, Time, (UserId, Name)>,
     catalog: VecCollection<'s, Time, CatalogItem>,
     params: &ViewParams,
-) -> VecCollection<'s, Time, (Name, (ItemId, Source, i64))> {
+) -> VecCollection<'s, Time, (Name, (Source, RankedItems))> {
     // Users with a positive score for the item, per segment, as of the period's start.
     let every = params.recs.popular_refresh_ms;
     let positive = scores
@@ -462,14 +474,14 @@ fn best_first<'a>(input: &[(&'a (i64, ItemId), isize)]) -> Vec<&'a (i64, ItemId)
     ranked
 }
 
-/// The `count` best (step descending, item ascending) items per segment, in two stages
+/// The `count` best (step descending, item ascending) items per segment, as one list, in two stages
 /// (per segment and item hash bucket, then per segment) so a change re-ranks one bucket
 /// and one merge instead of the segment's whole catalogue.
 fn top_per_segment<'s>(
     steps: VecCollection<'s, Time, ((Name, ItemId), i64)>,
     count: usize,
     source: Source,
-) -> VecCollection<'s, Time, (Name, (ItemId, Source, i64))> {
+) -> VecCollection<'s, Time, (Name, (Source, RankedItems))> {
     const BUCKETS: u64 = 64;
     steps
         .map(|((segment, item), step)| ((segment, item.hashed() % BUCKETS), (step, item)))
@@ -480,9 +492,19 @@ fn top_per_segment<'s>(
         })
         .map(|((segment, _bucket), value)| (segment, value))
         .reduce_named("Popular", move |_segment, input, output| {
-            for (rank, (_, item)) in best_first(input).into_iter().take(count).enumerate() {
-                let value = ((count - rank) as i64 * 10_000) / count as i64;
-                output.push(((item.clone(), source, value), 1));
+            let ranked: Vec<(ItemId, i64)> = best_first(input)
+                .into_iter()
+                .take(count)
+                .enumerate()
+                .map(|(rank, (_, item))| {
+                    (
+                        item.clone(),
+                        ((count - rank) as i64 * 10_000) / count as i64,
+                    )
+                })
+                .collect();
+            if !ranked.is_empty() {
+                output.push(((source, Arc::new(ranked)), 1));
             }
         })
 }
