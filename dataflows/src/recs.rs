@@ -474,9 +474,9 @@ fn best_first<'a>(input: &[(&'a (i64, ItemId), isize)]) -> Vec<&'a (i64, ItemId)
     ranked
 }
 
-/// The `count` best (step descending, item ascending) items per segment, as one list, in two stages
-/// (per segment and item hash bucket, then per segment) so a change re-ranks one bucket
-/// and one merge instead of the segment's whole catalogue.
+/// The `count` best (step descending, item ascending) items per segment, as one list, in
+/// two stages (per segment and item hash bucket, then per segment) so a change re-ranks one
+/// bucket and one merge instead of the segment's whole catalogue.
 fn top_per_segment<'s>(
     steps: VecCollection<'s, Time, ((Name, ItemId), i64)>,
     count: usize,

@@ -13,7 +13,7 @@
 //! token) was over half the parse cost, and parsing is the one stage of the pipeline that
 //! cannot be spread over workers.
 
-use super::{RawEvent, RawTimestamp};
+use super::{Field, RawEvent, RawTimestamp};
 use intentflow_dataflows::name::Name;
 
 /// Reads `line` if it is in the accepted subset; `None` sends it to the general parser.
@@ -189,18 +189,18 @@ impl<'a> Scanner<'a> {
             Value::Null => Some(None),
             Value::Text(_) | Value::Bool => None,
         };
-        match key {
-            "user" => raw.user = text(self.value()?)?,
-            "type" => raw.kind = text(self.value()?)?,
-            "item" => raw.item = text(self.value()?)?,
-            "session" => raw.session = text(self.value()?)?,
-            "page" => raw.page = text(self.value()?)?,
-            "rec" => raw.rec = text(self.value()?)?,
-            "variant" => raw.variant = text(self.value()?)?,
-            "dwell_ms" => raw.dwell_ms = number(self.value()?)?,
-            "scroll" => raw.scroll = number(self.value()?)?,
-            "value" => raw.value = number(self.value()?)?,
-            "ts" => {
+        match Field::of(key) {
+            Field::User => raw.user = text(self.value()?)?,
+            Field::Type => raw.kind = text(self.value()?)?,
+            Field::Item => raw.item = text(self.value()?)?,
+            Field::Session => raw.session = text(self.value()?)?,
+            Field::Page => raw.page = text(self.value()?)?,
+            Field::Rec => raw.rec = text(self.value()?)?,
+            Field::Variant => raw.variant = text(self.value()?)?,
+            Field::DwellMs => raw.dwell_ms = number(self.value()?)?,
+            Field::Scroll => raw.scroll = number(self.value()?)?,
+            Field::Value => raw.value = number(self.value()?)?,
+            Field::Ts => {
                 raw.ts = match self.value()? {
                     Value::Number(ms) => Some(RawTimestamp::Millis(ms)),
                     Value::Text(text) => Some(RawTimestamp::Text(text.to_string())),
@@ -208,8 +208,8 @@ impl<'a> Scanner<'a> {
                     Value::Bool => return None,
                 }
             }
-            "items" => raw.items = self.items()?,
-            _ => {
+            Field::Items => raw.items = self.items()?,
+            Field::Other => {
                 self.value()?;
             }
         }

@@ -3,7 +3,8 @@
 //!
 //! The event parser walks the JSON object field by field instead of deriving, so that a
 //! wrong type names the field it is in, and so that ids are copied straight into inline
-//! strings without building an intermediate `serde_json::Value`.
+//! strings without building an intermediate `serde_json::Value`. Lines in the usual flat
+//! shape skip serde altogether ([`flat`]), with the same results.
 
 use intentflow_dataflows::model::{
     CatalogItem, Category, Cents, Event, EventKind, ItemId, ItemKind, Millis, ScrollDepth,
@@ -275,6 +276,27 @@ enum Field {
     Other,
 }
 
+impl Field {
+    /// The field a key names; both parsers read keys through this one list.
+    fn of(key: &str) -> Field {
+        match key {
+            "user" => Field::User,
+            "type" => Field::Type,
+            "ts" => Field::Ts,
+            "item" => Field::Item,
+            "session" => Field::Session,
+            "page" => Field::Page,
+            "dwell_ms" => Field::DwellMs,
+            "scroll" => Field::Scroll,
+            "value" => Field::Value,
+            "rec" => Field::Rec,
+            "variant" => Field::Variant,
+            "items" => Field::Items,
+            _ => Field::Other,
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for Field {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct FieldVisitor;
@@ -284,21 +306,7 @@ impl<'de> Deserialize<'de> for Field {
                 f.write_str("a field name")
             }
             fn visit_str<E>(self, key: &str) -> Result<Field, E> {
-                Ok(match key {
-                    "user" => Field::User,
-                    "type" => Field::Type,
-                    "ts" => Field::Ts,
-                    "item" => Field::Item,
-                    "session" => Field::Session,
-                    "page" => Field::Page,
-                    "dwell_ms" => Field::DwellMs,
-                    "scroll" => Field::Scroll,
-                    "value" => Field::Value,
-                    "rec" => Field::Rec,
-                    "variant" => Field::Variant,
-                    "items" => Field::Items,
-                    _ => Field::Other,
-                })
+                Ok(Field::of(key))
             }
         }
         deserializer.deserialize_identifier(FieldVisitor)
