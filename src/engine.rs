@@ -8,11 +8,11 @@
 
 use crate::ingest::ToWorker;
 use crate::model_files::CollectionModels;
-use crate::output::OutputMessage;
+use crate::output::{OutputMessage, OutputSender};
 use crate::profile::OperatorProfile;
 use crate::refit::{ModelInputs, RefitOptions, Refitter, Snapshots};
 use crate::stats::{ArrangementStats, StatsFile};
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, TryRecvError};
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::input::InputSession;
 use intentflow_dataflows::model::{CatalogItem, Event, Millis};
@@ -39,7 +39,7 @@ pub struct EngineSetup {
     pub views: Vec<ViewName>,
     /// Present in the process that ingests (process 0).
     pub input: Option<Receiver<ToWorker>>,
-    pub output: Option<Sender<OutputMessage>>,
+    pub output: Option<OutputSender>,
     /// Where the input worker publishes its thread, so ingest can wake it.
     pub input_worker: Arc<OnceLock<Thread>>,
     /// `--arrangement-stats`: where workers write their arrangement sizes.
@@ -291,7 +291,7 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
             profile.write(worker);
         }
         if let Some(output) = final_output {
-            let _ = output.send(OutputMessage::Progress(None));
+            output.send(OutputMessage::Progress(None));
         }
     })?;
     for result in guards.join() {
@@ -343,7 +343,7 @@ struct SinkState {
 /// probe of the sink's input: once it passes a time, every change before it has arrived.
 fn collect_output(
     rows: RowStream<'_>,
-    output: Option<Sender<OutputMessage>>,
+    output: Option<OutputSender>,
     state: SinkState,
 ) -> ProbeHandle<Time> {
     let mut pending: BTreeMap<Time, Vec<(ViewRow, isize)>> = BTreeMap::new();
@@ -360,6 +360,7 @@ fn collect_output(
             }
         });
         let Some(output) = &output else { return };
+        output.free_spent();
         let bound = frontier.frontier().first().copied();
         while let Some(entry) = pending.first_entry() {
             if bound.is_some_and(|bound| *entry.key() >= bound) {
@@ -369,7 +370,7 @@ fn collect_output(
             consolidate(&mut rows);
             if !rows.is_empty() {
                 // A closed output (stdout gone, no subscribers) only means nobody listens.
-                let _ = output.send(OutputMessage::Changes { time, rows });
+                output.send(OutputMessage::Changes { time, rows });
             }
         }
         // The final `{"progress":null}` is the worker loop's to send, after the horizon.
@@ -380,7 +381,7 @@ fn collect_output(
         };
         if bound != reported && !reached(bound) {
             reported = bound;
-            let _ = output.send(OutputMessage::Progress(bound));
+            output.send(OutputMessage::Progress(bound));
         }
         state.flushed.set(Some(bound));
     });

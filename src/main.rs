@@ -154,7 +154,7 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
     let mut forwarders = None;
     if leader {
         let (to_worker, from_ingest) = crossbeam_channel::bounded(64);
-        let (to_output, from_engine) = crossbeam_channel::bounded(1024);
+        let (to_output, from_engine) = output::channel(1024);
         let subscriptions = match &args.serve {
             Some(addr) => {
                 let (requests, subscriptions) = crossbeam_channel::unbounded();

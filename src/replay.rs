@@ -38,7 +38,7 @@ pub struct Change {
 
 pub fn replay(spec: ReplaySpec) -> Result<Replay, String> {
     let (to_worker, from_ingest) = crossbeam_channel::bounded(64);
-    let (to_output, from_engine) = crossbeam_channel::bounded(1024);
+    let (to_output, from_engine) = crate::output::channel(1024);
     let input_worker = Arc::new(OnceLock::new());
     let options = IngestOptions {
         input: InputSpec::parse(&spec.events.to_string_lossy()),
@@ -55,18 +55,19 @@ pub fn replay(spec: ReplaySpec) -> Result<Replay, String> {
     let ingest_thread = std::thread::spawn(move || ingest::run_ingest(options, link, stop));
     let collector = std::thread::spawn(move || {
         let mut changes = Vec::new();
-        for message in from_engine {
+        while let Some(message) = from_engine.recv() {
             if let OutputMessage::Changes { time, rows } = message {
-                for (row, diff) in rows {
+                for (row, diff) in &rows {
                     let parse = |text: &str| serde_json::from_str(text).expect("rows are JSON");
                     changes.push(Change {
                         time,
                         view: row.view,
                         key: parse(&row.key),
                         value: parse(&row.value),
-                        diff,
+                        diff: *diff,
                     });
                 }
+                from_engine.recycle(rows);
             }
         }
         changes
