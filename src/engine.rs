@@ -179,6 +179,11 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
                     }
                 }
                 let mut closed = false;
+                // Whether the feed was seen empty: only then may the worker park. A wake
+                // from ingest can have been spent by an earlier park (the backpressure wait
+                // above), so a feed that still looks empty after reading a batch may be one
+                // that ingest has since closed, with no wake left to say so.
+                let mut drained = false;
                 loop {
                     match feed.try_recv() {
                         Ok(ToWorker::Events(events)) => {
@@ -209,7 +214,10 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
                             // input and progress is reported at batch granularity.
                             break;
                         }
-                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Empty) => {
+                            drained = true;
+                            break;
+                        }
                         Err(TryRecvError::Disconnected) => {
                             closed = true;
                             break;
@@ -255,7 +263,7 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
                 if closed {
                     break;
                 }
-                if feed.is_empty() {
+                if drained {
                     worker.step_or_park(None);
                 } else {
                     worker.step();
