@@ -160,21 +160,21 @@ fn render(
             let mut diffs = itoa::Buffer::new();
             for (row, diff) in rows {
                 debug_assert_eq!(row.view, view);
-                head(out, &row.key);
+                head(out, row.key());
                 out.push_str(r#","diff":"#);
                 out.push_str(diffs.format(*diff));
                 out.push_str(r#","value":"#);
-                out.push_str(&row.value);
+                out.push_str(row.value());
                 out.push_str("}\n");
             }
         }
         Format::Upsert => {
-            for group in rows.chunk_by(|(a, _), (b, _)| a.key == b.key) {
-                head(out, &group[0].0.key);
+            for group in rows.chunk_by(|(a, _), (b, _)| a.key() == b.key()) {
+                head(out, group[0].0.key());
                 match group.iter().find(|(_, diff)| *diff > 0) {
                     Some((row, _)) => {
                         out.push_str(r#","value":"#);
-                        out.push_str(&row.value);
+                        out.push_str(row.value());
                         out.push_str("}\n");
                     }
                     None => out.push_str(",\"deleted\":true}\n"),
@@ -189,7 +189,7 @@ fn render(
 /// (view, key, sign, value) without sorting every row again.
 fn retractions_first(rows: &mut [(ViewRow, isize)]) {
     debug_assert!(rows.is_sorted_by(|(a, _), (b, _)| a <= b));
-    for group in rows.chunk_by_mut(|(a, _), (b, _)| a.view == b.view && a.key == b.key) {
+    for group in rows.chunk_by_mut(|(a, _), (b, _)| a.view == b.view && a.key() == b.key()) {
         if group.len() > 1 {
             group.sort_by_key(|(_, diff)| *diff > 0);
         }
@@ -206,18 +206,17 @@ fn progress_line(progress: Option<Millis>) -> String {
 /// The current contents of every view, kept only when there are subscribers to snapshot.
 #[derive(Default)]
 struct Snapshot {
-    views: BTreeMap<ViewName, HashMap<(String, String), isize>>,
+    views: BTreeMap<ViewName, HashMap<ViewRow, isize>>,
 }
 
 impl Snapshot {
     fn apply(&mut self, rows: &[(ViewRow, isize)]) {
         for (row, diff) in rows {
             let view = self.views.entry(row.view).or_default();
-            let entry = (row.key.clone(), row.value.clone());
-            let count = view.entry(entry.clone()).or_insert(0);
+            let count = view.entry(row.clone()).or_insert(0);
             *count += diff;
             if *count == 0 {
-                view.remove(&entry);
+                view.remove(row);
             }
         }
     }
@@ -230,14 +229,7 @@ impl Snapshot {
                 .get(view)
                 .into_iter()
                 .flatten()
-                .map(|((key, value), count)| {
-                    let row = ViewRow {
-                        view: *view,
-                        key: key.clone(),
-                        value: value.clone(),
-                    };
-                    (row, *count)
-                })
+                .map(|(row, count)| (row.clone(), *count))
                 .collect();
             rows.sort();
             render(request.format, *view, time, &rows, &mut out);
@@ -384,11 +376,7 @@ mod tests {
     use super::*;
 
     fn row(key: &str, value: &str) -> ViewRow {
-        ViewRow {
-            view: ViewName::Scores,
-            key: key.into(),
-            value: value.into(),
-        }
+        ViewRow::from_parts(ViewName::Scores, key, value)
     }
 
     #[test]

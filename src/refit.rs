@@ -251,7 +251,7 @@ impl Refitter {
             .iter()
             .map(|(user, sums)| {
                 let row = render::features_row(user, sums, &layout);
-                let value = serde_json::from_str(&row.value).expect("rows are JSON");
+                let value = serde_json::from_str(row.value()).expect("rows are JSON");
                 (user.to_string(), value)
             })
             .collect();

@@ -62,8 +62,8 @@ pub fn replay(spec: ReplaySpec) -> Result<Replay, String> {
                     changes.push(Change {
                         time,
                         view: row.view,
-                        key: parse(&row.key),
-                        value: parse(&row.value),
+                        key: parse(row.key()),
+                        value: parse(row.value()),
                         diff: *diff,
                     });
                 }

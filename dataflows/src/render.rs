@@ -90,12 +90,147 @@ impl FromStr for ViewName {
     }
 }
 
-/// One row of a view, with its key and value already rendered as JSON objects.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// One row of a view: its key and value as JSON objects, one after the other in one
+/// buffer. A row is made for every change of every view, so one allocation instead of two
+/// is felt.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ViewRow {
     pub view: ViewName,
-    pub key: String,
-    pub value: String,
+    text: String,
+    key_len: usize,
+}
+
+impl ViewRow {
+    pub fn from_parts(view: ViewName, key: &str, value: &str) -> ViewRow {
+        ViewRow {
+            view,
+            text: format!("{key}{value}"),
+            key_len: key.len(),
+        }
+    }
+
+    pub fn key(&self) -> &str {
+        &self.text[..self.key_len]
+    }
+
+    pub fn value(&self) -> &str {
+        &self.text[self.key_len..]
+    }
+}
+
+/// By view, key, value: the order the output prints a time's changes in.
+impl Ord for ViewRow {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.view, self.key(), self.value()).cmp(&(other.view, other.key(), other.value()))
+    }
+}
+
+impl PartialOrd for ViewRow {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Writes a row: the key object's fields, [`RowWriter::value`], the value object's fields.
+///
+/// Written by hand rather than through serde's derived structs: field names are known
+/// not to need escaping, and this runs for every change of every view. Fields print
+/// exactly as `serde_json` prints them (strings escaped by it whenever they need it).
+struct RowWriter {
+    text: Vec<u8>,
+    key_len: usize,
+    empty: bool,
+}
+
+impl RowWriter {
+    fn new() -> Self {
+        let mut text = Vec::with_capacity(192);
+        text.push(b'{');
+        RowWriter {
+            text,
+            key_len: 0,
+            empty: true,
+        }
+    }
+
+    /// Starts a field; `name` must need no escaping.
+    fn name(&mut self, name: &str) -> &mut Vec<u8> {
+        if !self.empty {
+            self.text.push(b',');
+        }
+        self.empty = false;
+        self.text.push(b'"');
+        self.text.extend_from_slice(name.as_bytes());
+        self.text.extend_from_slice(b"\":");
+        &mut self.text
+    }
+
+    fn str(mut self, name: &str, value: &str) -> Self {
+        write_str(self.name(name), value);
+        self
+    }
+
+    fn uint(mut self, name: &str, value: u64) -> Self {
+        let mut digits = itoa::Buffer::new();
+        self.name(name)
+            .extend_from_slice(digits.format(value).as_bytes());
+        self
+    }
+
+    fn int(mut self, name: &str, value: i64) -> Self {
+        let mut digits = itoa::Buffer::new();
+        self.name(name)
+            .extend_from_slice(digits.format(value).as_bytes());
+        self
+    }
+
+    fn flag(mut self, name: &str, value: bool) -> Self {
+        let text: &[u8] = if value { b"true" } else { b"false" };
+        self.name(name).extend_from_slice(text);
+        self
+    }
+
+    fn fixed(mut self, name: &str, value: Fixed) -> Self {
+        value.write(self.name(name));
+        self
+    }
+
+    /// A field of any serializable value (lists, nested objects).
+    fn serialized<T: Serialize + ?Sized>(mut self, name: &str, value: &T) -> Self {
+        serde_json::to_writer(self.name(name), value).expect("view rows serialize to JSON");
+        self
+    }
+
+    /// Ends the key object and starts the value object.
+    fn value(mut self) -> Self {
+        self.text.push(b'}');
+        self.key_len = self.text.len();
+        self.text.push(b'{');
+        self.empty = true;
+        self
+    }
+
+    fn finish(mut self, view: ViewName) -> ViewRow {
+        debug_assert!(self.key_len > 0, "a row has a key and a value");
+        self.text.push(b'}');
+        ViewRow {
+            view,
+            text: String::from_utf8(self.text).expect("rows are written as UTF-8"),
+            key_len: self.key_len,
+        }
+    }
+}
+
+/// A JSON string, escaped exactly as `serde_json` escapes it (quotes, backslashes and
+/// control characters; only such strings go through it).
+fn write_str(out: &mut Vec<u8>, text: &str) {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else {
+        serde_json::to_writer(out, text).expect("strings serialize to JSON");
+    }
 }
 
 /// A fixed-point number printed as a JSON integer when it is whole, else as a decimal.
@@ -110,6 +245,18 @@ impl Serialize for Fixed {
             serializer.serialize_i64(self.units / self.scale)
         } else {
             serializer.serialize_f64(self.units as f64 / self.scale as f64)
+        }
+    }
+}
+
+impl Fixed {
+    /// Appends the number as its `Serialize` impl prints it.
+    fn write(&self, out: &mut Vec<u8>) {
+        if self.units % self.scale == 0 {
+            let mut digits = itoa::Buffer::new();
+            out.extend_from_slice(digits.format(self.units / self.scale).as_bytes());
+        } else {
+            serde_json::to_writer(out, self).expect("numbers serialize to JSON");
         }
     }
 }
@@ -137,76 +284,40 @@ fn to_json<T: Serialize>(value: &T) -> String {
 }
 
 pub fn session_row(key: &SessionKey, aggregate: &SessionAggregate) -> ViewRow {
-    #[derive(Serialize)]
-    struct Value {
-        start: u64,
-        end: u64,
-        duration_ms: u64,
-        events: u64,
-        page_views: u64,
-        high_intent: u64,
-        purchases: u64,
-        dwell_ms: u64,
-        max_scroll: Fixed,
-        bounce: bool,
-        engagement: &'static str,
-    }
-    let value = Value {
-        start: aggregate.start,
-        end: aggregate.end,
-        duration_ms: aggregate.duration_ms(),
-        events: aggregate.events,
-        page_views: aggregate.page_views,
-        high_intent: aggregate.high_intent,
-        purchases: aggregate.purchases,
-        dwell_ms: aggregate.dwell_ms,
-        max_scroll: aggregate.max_scroll.into(),
-        bounce: aggregate.bounce,
-        engagement: aggregate.engagement.as_str(),
-    };
-    ViewRow {
-        view: ViewName::Sessions,
-        key: to_json(key),
-        value: to_json(&value),
-    }
+    RowWriter::new()
+        .str("user", key.user.as_str())
+        .str("session", key.session.as_str())
+        .value()
+        .uint("start", aggregate.start)
+        .uint("end", aggregate.end)
+        .uint("duration_ms", aggregate.duration_ms())
+        .uint("events", aggregate.events)
+        .uint("page_views", aggregate.page_views)
+        .uint("high_intent", aggregate.high_intent)
+        .uint("purchases", aggregate.purchases)
+        .uint("dwell_ms", aggregate.dwell_ms)
+        .fixed("max_scroll", aggregate.max_scroll.into())
+        .flag("bounce", aggregate.bounce)
+        .str("engagement", aggregate.engagement.as_str())
+        .finish(ViewName::Sessions)
 }
 
 pub fn score_row(user: &UserId, item: &ItemId, score: Score) -> ViewRow {
-    #[derive(Serialize)]
-    struct Key<'a> {
-        user: &'a UserId,
-        item: &'a ItemId,
-    }
-    #[derive(Serialize)]
-    struct Value {
-        score: Fixed,
-    }
-    ViewRow {
-        view: ViewName::Scores,
-        key: to_json(&Key { user, item }),
-        value: to_json(&Value {
-            score: score.into(),
-        }),
-    }
+    RowWriter::new()
+        .str("user", user.as_str())
+        .str("item", item.as_str())
+        .value()
+        .fixed("score", score.into())
+        .finish(ViewName::Scores)
 }
 
 pub fn affinity_row(user: &UserId, category: &Category, score: Score) -> ViewRow {
-    #[derive(Serialize)]
-    struct Key<'a> {
-        user: &'a UserId,
-        category: &'a Category,
-    }
-    #[derive(Serialize)]
-    struct Value {
-        score: Fixed,
-    }
-    ViewRow {
-        view: ViewName::Affinity,
-        key: to_json(&Key { user, category }),
-        value: to_json(&Value {
-            score: score.into(),
-        }),
-    }
+    RowWriter::new()
+        .str("user", user.as_str())
+        .str("category", category.as_str())
+        .value()
+        .fixed("score", score.into())
+        .finish(ViewName::Affinity)
 }
 
 /// Renders a feature vector; `recency_days` names its `active_<N>d` flags.
@@ -216,7 +327,7 @@ pub fn affinity_row(user: &UserId, category: &Category, score: Score) -> ViewRow
 #[derive(Clone, Debug)]
 pub struct FeaturesLayout {
     recency_days: Vec<u64>,
-    /// (position in [`FeatureSums::values`], `"name":`), by name.
+    /// (position in [`FeatureSums::values`], name), by name. Names need no escaping.
     fields: Vec<(usize, String)>,
 }
 
@@ -229,9 +340,11 @@ impl FeaturesLayout {
             .map(|(position, (name, _))| (position, name.into_owned()))
             .collect();
         fields.sort_by(|a, b| a.1.cmp(&b.1));
-        for (_, name) in &mut fields {
-            *name = format!("{}:", to_json(name));
-        }
+        debug_assert!(
+            fields
+                .iter()
+                .all(|(_, name)| to_json(name) == format!("\"{name}\""))
+        );
         FeaturesLayout {
             recency_days: recency_days.to_vec(),
             fields,
@@ -241,73 +354,43 @@ impl FeaturesLayout {
 
 pub fn features_row(user: &UserId, sums: &FeatureSums, layout: &FeaturesLayout) -> ViewRow {
     let values = sums.values(&layout.recency_days);
-    let mut value = Vec::with_capacity(32 * values.len());
-    value.push(b'{');
-    for (index, (position, key)) in layout.fields.iter().enumerate() {
-        if index > 0 {
-            value.push(b',');
-        }
-        value.extend_from_slice(key.as_bytes());
-        let written = match values[*position].1 {
-            FeatureValue::Count(n) => serde_json::to_writer(&mut value, &n),
-            FeatureValue::Flag(flag) => serde_json::to_writer(&mut value, &flag),
-            FeatureValue::TenThousandths(units) => serde_json::to_writer(
-                &mut value,
-                &Fixed {
+    let mut row = RowWriter::new().str("user", user.as_str()).value();
+    for (position, name) in &layout.fields {
+        row = match values[*position].1 {
+            FeatureValue::Count(n) => row.int(name, n),
+            FeatureValue::Flag(flag) => row.flag(name, flag),
+            FeatureValue::TenThousandths(units) => row.fixed(
+                name,
+                Fixed {
                     units,
                     scale: 10_000,
                 },
             ),
         };
-        written.expect("feature values serialize to JSON");
     }
-    value.push(b'}');
-    ViewRow {
-        view: ViewName::Features,
-        key: to_json(&UserKey { user }),
-        value: String::from_utf8(value).expect("serde_json writes UTF-8"),
-    }
-}
-
-#[derive(Serialize)]
-struct UserKey<'a> {
-    user: &'a UserId,
+    row.finish(ViewName::Features)
 }
 
 pub fn segment_row(user: &UserId, assignment: &SegmentAssignment) -> ViewRow {
-    #[derive(Serialize)]
-    struct Value<'a> {
-        segment: &'a str,
-        name: &'a str,
-    }
-    ViewRow {
-        view: ViewName::Segments,
-        key: to_json(&UserKey { user }),
-        value: to_json(&Value {
-            segment: &assignment.id,
-            name: &assignment.name,
-        }),
-    }
+    RowWriter::new()
+        .str("user", user.as_str())
+        .value()
+        .str("segment", &assignment.id)
+        .str("name", &assignment.name)
+        .finish(ViewName::Segments)
 }
 
 pub fn propensity_row(user: &UserId, scores: &Propensity) -> ViewRow {
-    #[derive(Serialize)]
-    struct Value {
-        conversion: Fixed,
-        churn: Fixed,
-    }
     let probability = |units: u16| Fixed {
         units: i64::from(units),
         scale: 10_000,
     };
-    ViewRow {
-        view: ViewName::Propensity,
-        key: to_json(&UserKey { user }),
-        value: to_json(&Value {
-            conversion: probability(scores.conversion),
-            churn: probability(scores.churn),
-        }),
-    }
+    RowWriter::new()
+        .str("user", user.as_str())
+        .value()
+        .fixed("conversion", probability(scores.conversion))
+        .fixed("churn", probability(scores.churn))
+        .finish(ViewName::Propensity)
 }
 
 /// A list of `{item, score}` entries, scores in ten-thousandths.
@@ -331,17 +414,11 @@ struct ScoredItem<'a> {
 }
 
 pub fn als_row(user: &UserId, candidates: &Candidates) -> ViewRow {
-    #[derive(Serialize)]
-    struct Value<'a> {
-        items: Vec<ScoredItem<'a>>,
-    }
-    ViewRow {
-        view: ViewName::Als,
-        key: to_json(&UserKey { user }),
-        value: to_json(&Value {
-            items: scored_items(candidates),
-        }),
-    }
+    RowWriter::new()
+        .str("user", user.as_str())
+        .value()
+        .serialized("items", &scored_items(candidates))
+        .finish(ViewName::Als)
 }
 
 /// A probability or share in ten-thousandths.
@@ -354,111 +431,58 @@ fn share(units: i64) -> Fixed {
 
 pub fn transition_row(transition: &Transition, count: u64, p: i64) -> ViewRow {
     let (kind, from, to) = transition;
-    #[derive(Serialize)]
-    struct Key<'a> {
-        kind: &'static str,
-        from: &'a str,
-        to: &'a str,
-    }
-    #[derive(Serialize)]
-    struct Value {
-        count: u64,
-        p: Fixed,
-    }
-    ViewRow {
-        view: ViewName::Transitions,
-        key: to_json(&Key {
-            kind: kind.as_str(),
-            from,
-            to,
-        }),
-        value: to_json(&Value { count, p: share(p) }),
-    }
+    RowWriter::new()
+        .str("kind", kind.as_str())
+        .str("from", from)
+        .str("to", to)
+        .value()
+        .uint("count", count)
+        .fixed("p", share(p))
+        .finish(ViewName::Transitions)
 }
 
 pub fn next_row(kind: crate::sequences::StepKind, from: &str, next: &NextSteps) -> ViewRow {
-    #[derive(Serialize)]
-    struct Key<'a> {
-        kind: &'static str,
-        from: &'a str,
-    }
     #[derive(Serialize)]
     struct Step<'a> {
         to: &'a str,
         p: Fixed,
     }
-    #[derive(Serialize)]
-    struct Value<'a> {
-        next: Vec<Step<'a>>,
-    }
-    let next = next
+    let next: Vec<Step> = next
         .iter()
         .map(|(to, p)| Step { to, p: share(*p) })
         .collect();
-    ViewRow {
-        view: ViewName::Next,
-        key: to_json(&Key {
-            kind: kind.as_str(),
-            from,
-        }),
-        value: to_json(&Value { next }),
-    }
+    RowWriter::new()
+        .str("kind", kind.as_str())
+        .str("from", from)
+        .value()
+        .serialized("next", &next)
+        .finish(ViewName::Next)
 }
 
 pub fn path_row(path: &[Name], count: u64) -> ViewRow {
-    #[derive(Serialize)]
-    struct Key<'a> {
-        path: &'a [Name],
-    }
-    #[derive(Serialize)]
-    struct Value {
-        count: u64,
-    }
-    ViewRow {
-        view: ViewName::Paths,
-        key: to_json(&Key { path }),
-        value: to_json(&Value { count }),
-    }
+    RowWriter::new()
+        .serialized("path", path)
+        .value()
+        .uint("count", count)
+        .finish(ViewName::Paths)
 }
 
 pub fn funnel_row(row: &FunnelStep) -> ViewRow {
-    #[derive(Serialize)]
-    struct Key<'a> {
-        step: &'a str,
-    }
-    #[derive(Serialize)]
-    struct Value {
-        position: usize,
-        reached: u64,
-        rate: Fixed,
-    }
-    ViewRow {
-        view: ViewName::Funnel,
-        key: to_json(&Key { step: &row.step }),
-        value: to_json(&Value {
-            position: row.position,
-            reached: row.reached,
-            rate: share(row.rate),
-        }),
-    }
+    RowWriter::new()
+        .str("step", &row.step)
+        .value()
+        .uint("position", row.position as u64)
+        .uint("reached", row.reached)
+        .fixed("rate", share(row.rate))
+        .finish(ViewName::Funnel)
 }
 
 pub fn similar_row(item: &ItemId, neighbors: &crate::similar::Neighbors) -> ViewRow {
-    #[derive(Serialize)]
-    struct Key<'a> {
-        item: &'a ItemId,
-    }
-    #[derive(Serialize)]
-    struct Value<'a> {
-        neighbors: Vec<ScoredItem<'a>>,
-    }
-    ViewRow {
-        view: ViewName::Similar,
-        key: to_json(&Key { item }),
-        value: to_json(&Value {
-            neighbors: scored_items(neighbors),
-        }),
-    }
+    RowWriter::new()
+        .str("item", item.as_str())
+        .value()
+        .serialized("neighbors", &scored_items(neighbors))
+        .finish(ViewName::Similar)
 }
 
 pub fn recs_row(user: &UserId, variant: &str, list: &[crate::recs::Rec]) -> ViewRow {
@@ -468,12 +492,7 @@ pub fn recs_row(user: &UserId, variant: &str, list: &[crate::recs::Rec]) -> View
         score: Fixed,
         reason: &'static str,
     }
-    #[derive(Serialize)]
-    struct Value<'a> {
-        variant: &'a str,
-        items: Vec<Item<'a>>,
-    }
-    let items = list
+    let items: Vec<Item> = list
         .iter()
         .map(|rec| Item {
             item: &rec.item,
@@ -481,11 +500,12 @@ pub fn recs_row(user: &UserId, variant: &str, list: &[crate::recs::Rec]) -> View
             reason: rec.reason.as_str(),
         })
         .collect();
-    ViewRow {
-        view: ViewName::Recs,
-        key: to_json(&UserKey { user }),
-        value: to_json(&Value { variant, items }),
-    }
+    RowWriter::new()
+        .str("user", user.as_str())
+        .value()
+        .str("variant", variant)
+        .serialized("items", &items)
+        .finish(ViewName::Recs)
 }
 
 /// One row per variant of an experiment: its sums, rates and, against the control (the
@@ -562,13 +582,13 @@ pub fn experiment_rows(
             let (lift, ci_low, ci_high, p_value) = split(ctr_vs);
             let (conversion_lift, conversion_ci_low, conversion_ci_high, conversion_p_value) =
                 split(conversion_vs);
-            ViewRow {
-                view: ViewName::Experiments,
-                key: to_json(&Key {
+            ViewRow::from_parts(
+                ViewName::Experiments,
+                &to_json(&Key {
                     experiment: &experiment.name,
                     variant: &variant.name,
                 }),
-                value: to_json(&Value {
+                &to_json(&Value {
                     users: s.users,
                     impressions: s.impressions,
                     clicks: s.clicks,
@@ -592,7 +612,7 @@ pub fn experiment_rows(
                     srm_p_value: srm_p,
                     srm: srm_p.is_some_and(|p| p < SRM_THRESHOLD),
                 }),
-            }
+            )
         })
         .collect()
 }
