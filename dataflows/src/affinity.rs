@@ -7,6 +7,7 @@
 use crate::Time;
 use crate::model::{CatalogItem, Category, ItemId, Score, UserId};
 use crate::scores::ScoreKey;
+use crate::shared;
 use differential_dataflow::VecCollection;
 
 /// Maintains the `affinity` view: a row per (user, category) whose sum is non-zero.
@@ -15,12 +16,13 @@ pub fn affinity<'s>(
     catalog: VecCollection<'s, Time, CatalogItem>,
 ) -> VecCollection<'s, Time, ((UserId, Category), Score)> {
     let categories = catalog.map(|entry| (entry.item, entry.category));
-    scores
+    let weighted = scores
         .map(|((user, item), score)| (item, (user, score)))
         .join_map(categories, |_item: &ItemId, (user, score), category| {
             ((user.clone(), category.clone()), *score)
         })
-        .explode(|(key, score)| Some((key, score.0 as isize)))
-        .count()
-        .map(|(key, total)| (key, Score(total as i64)))
+        .explode(|(key, score)| Some((key, score.0 as isize)));
+    shared::count_then(weighted, |key: &(UserId, Category), total| {
+        Some((key.clone(), Score(total as i64)))
+    })
 }

@@ -97,7 +97,13 @@ pub fn build_views<'s>(inputs: Inputs<'s>, params: &ViewParams, wanted: &[ViewNa
     let need_scores = wants(ViewName::Scores) || need_als || need_similar || need_affinity || recs;
     let need_sessions = wants(ViewName::Sessions) || need_features;
 
-    let sessions = need_sessions.then(|| sessions::sessions(events.clone(), params));
+    // The window of events per session, arranged once for `sessions` and the sequences.
+    let session_window =
+        (need_sessions || need_sequences).then(|| sessions::session_window(events.clone(), params));
+    let sessions = session_window
+        .clone()
+        .filter(|_| need_sessions)
+        .map(|window| sessions::sessions(window, params));
     if let Some(sessions) = sessions.as_ref().filter(|_| wants(ViewName::Sessions)) {
         outputs.push(
             sessions
@@ -197,7 +203,9 @@ pub fn build_views<'s>(inputs: Inputs<'s>, params: &ViewParams, wanted: &[ViewNa
                 .map(|(user, scores)| render::propensity_row(&user, &scores)),
         );
     }
-    let sequences = need_sequences.then(|| sequences::sequences(events.clone(), params));
+    let sequences = session_window
+        .filter(|_| need_sequences)
+        .map(|window| sequences::sequences(window, params));
     if let Some(built) = &sequences {
         if wants(ViewName::Transitions) {
             outputs.push(

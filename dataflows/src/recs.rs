@@ -217,27 +217,37 @@ pub fn recs<'s>(
             (sim > 0).then(|| (item.clone(), (other, sim)))
         })
     });
-    let similar_inputs = top_items
-        .map(|(user, (item, level))| (item, (user, level)))
-        .join_map(neighbors, |_item, (user, level), (other, sim)| {
-            ((user.clone(), other.clone()), level * sim)
-        })
-        .explode(|(key, weighted)| Some((key, weighted as isize)))
-        .count()
-        .map(|((user, other), weighted)| (user, BlendInput::Similar(other, weighted as i64)));
+    let similar_inputs = shared::count_then(
+        top_items
+            .map(|(user, (item, level))| (item, (user, level)))
+            .join_map(neighbors, |_item, (user, level), (other, sim)| {
+                ((user.clone(), other.clone()), level * sim)
+            })
+            .explode(|(key, weighted)| Some((key, weighted as isize))),
+        |(user, other): &(UserId, ItemId), weighted| {
+            Some((
+                user.clone(),
+                BlendInput::Similar(other.clone(), weighted as i64),
+            ))
+        },
+    );
 
     // The user's position: the item of their latest event in the window.
-    let positions = sliding(
-        events.clone().flat_map(|event| {
-            let user = event.user;
-            event.item.map(|item| (user, (event.ts, item)))
-        }),
-        span,
-    )
-    .reduce_named("Position", |_user, input, output| {
-        let ((_, item), _) = input[input.len() - 1];
-        output.push((item.clone(), 1));
-    });
+    let positions = shared::reduce_then(
+        sliding(
+            events.clone().flat_map(|event| {
+                let user = event.user;
+                event.item.map(|item| (user, (event.ts, item)))
+            }),
+            span,
+        ),
+        "Position",
+        |_user, input, output| {
+            let ((_, item), _) = input[input.len() - 1];
+            output.push((item.clone(), 1));
+        },
+        |user: &UserId, item: &ItemId| Some((item.clone(), user.clone())),
+    );
     // Rounded (and zeros dropped) before the join, one record per entry: a `next` list
     // whose rounded values did not change, or an entry that did not, reaches no user.
     let item_next = refreshed(next, every).flat_map(|((kind, from), steps)| {
@@ -250,13 +260,10 @@ pub fn recs<'s>(
                 (value > 0).then(|| (from.clone(), (ItemId(to), value)))
             })
     });
-    let next_inputs = positions.map(|(user, item)| (item, user)).join_map(
-        item_next,
-        |_item, user, (to, value)| {
-            let candidate = BlendInput::Candidate(to.clone(), Source::Next, *value);
-            (user.clone(), candidate)
-        },
-    );
+    let next_inputs = positions.join_map(item_next, |_item, user, (to, value)| {
+        let candidate = BlendInput::Candidate(to.clone(), Source::Next, *value);
+        (user.clone(), candidate)
+    });
     let mut personal = similar_inputs.concat(next_inputs);
     if let Some(als) = als {
         personal = personal.concat(als.flat_map(|(user, candidates)| {
@@ -446,15 +453,14 @@ fn segment_popularity<'s>(
 ) -> VecCollection<'s, Time, (Name, (Source, RankedItems))> {
     // Users with a positive score for the item, per segment, as of the period's start.
     let every = params.recs.popular_refresh_ms;
-    let positive = scores
-        .filter(|(_, score)| score.0 > 0)
-        .map(|((user, item), _)| (user, item));
-    let counts = refreshed(positive, every)
-        .join_map(refreshed(user_segments, every), |_user, item, segment| {
-            (segment.clone(), item.clone())
-        })
-        .count()
-        .map(|((segment, item), users)| ((segment, item), popularity_step(users as i64)));
+    let positive = scores.flat_map(|((user, item), score)| (score.0 > 0).then_some((user, item)));
+    let counts = shared::count_then(
+        refreshed(positive, every)
+            .join_map(refreshed(user_segments, every), |_user, item, segment| {
+                (segment.clone(), item.clone())
+            }),
+        |key: &(Name, ItemId), users| Some((key.clone(), popularity_step(users as i64))),
+    );
     let admitted = segment_candidates(catalog, &params.segments).map(|pair| (pair, ()));
     let ruled = counts
         .clone()
@@ -483,28 +489,32 @@ fn top_per_segment<'s>(
     source: Source,
 ) -> VecCollection<'s, Time, (Name, (Source, RankedItems))> {
     const BUCKETS: u64 = 64;
-    steps
-        .map(|((segment, item), step)| ((segment, item.hashed() % BUCKETS), (step, item)))
-        .reduce_named("PopularBuckets", move |_key, input, output| {
+    shared::reduce_then(
+        steps.map(|((segment, item), step)| ((segment, item.hashed() % BUCKETS), (step, item))),
+        "PopularBuckets",
+        move |_key, input, output| {
             for value in best_first(input).into_iter().take(count) {
                 output.push((value.clone(), 1));
             }
-        })
-        .map(|((segment, _bucket), value)| (segment, value))
-        .reduce_named("Popular", move |_segment, input, output| {
-            let ranked: Vec<(ItemId, i64)> = best_first(input)
-                .into_iter()
-                .take(count)
-                .enumerate()
-                .map(|(rank, (_, item))| {
-                    (
-                        item.clone(),
-                        ((count - rank) as i64 * 10_000) / count as i64,
-                    )
-                })
-                .collect();
-            if !ranked.is_empty() {
-                output.push(((source, Arc::new(ranked)), 1));
-            }
-        })
+        },
+        |(segment, _bucket): &(Name, u64), value: &(i64, ItemId)| {
+            Some((segment.clone(), value.clone()))
+        },
+    )
+    .reduce_named("Popular", move |_segment, input, output| {
+        let ranked: Vec<(ItemId, i64)> = best_first(input)
+            .into_iter()
+            .take(count)
+            .enumerate()
+            .map(|(rank, (_, item))| {
+                (
+                    item.clone(),
+                    ((count - rank) as i64 * 10_000) / count as i64,
+                )
+            })
+            .collect();
+        if !ranked.is_empty() {
+            output.push(((source, Arc::new(ranked)), 1));
+        }
+    })
 }

@@ -13,8 +13,10 @@
 use crate::Time;
 use crate::model::{Event, ItemId, Score, UserId};
 use crate::params::ViewParams;
+use crate::shared;
 use crate::windows::sliding;
-use differential_dataflow::VecCollection;
+use differential_dataflow::{AsCollection, VecCollection};
+use timely::dataflow::operators::vec::Map;
 
 pub type ScoreKey = (UserId, ItemId);
 
@@ -55,9 +57,10 @@ pub fn scores<'s>(
         });
         windowed.push(sliding(scaled, boost.span_ms));
     }
-    let base = differential_dataflow::collection::concatenate(events.scope(), windowed)
-        .count()
-        .map(|(key, total)| (key, Score(total as i64)));
+    let base = shared::count_then(
+        differential_dataflow::collection::concatenate(events.scope(), windowed),
+        |key: &ScoreKey, total| Some((key.clone(), Score(total as i64))),
+    );
     with_rejections(
         base,
         rejected_items(events, params),
@@ -80,14 +83,17 @@ fn rejected_items<'s>(
             .map(|item| (item, event.user))
     });
     let min_users = params.feedback.rejected_min_users;
-    sliding(exits, params.windows.span_ms)
-        .reduce_named("RejectedItems", move |_item, users, output| {
+    shared::reduce_then(
+        sliding(exits, params.windows.span_ms),
+        "RejectedItems",
+        move |_item, users, output| {
             // One entry per distinct user, whatever their number of exits.
             if users.len() >= min_users {
                 output.push(((), 1));
             }
-        })
-        .map(|(item, ())| item)
+        },
+        |item, ()| Some(item.clone()),
+    )
 }
 
 /// Subtracts `penalty` from every row of a rejected item; rows that reach zero vanish.
@@ -96,14 +102,19 @@ fn with_rejections<'s>(
     rejected: VecCollection<'s, Time, ItemId>,
     penalty: Score,
 ) -> VecCollection<'s, Time, (ScoreKey, Score)> {
-    let penalized = base
+    // A rejected item's rows: the row retracted and the penalized row (if not zero)
+    // inserted, in one pass.
+    let replaced = base
         .clone()
         .map(|((user, item), score)| (item, (user, score)))
         .semijoin(rejected)
-        .map(|(item, (user, score))| ((user, item), score));
-    let adjusted = penalized
-        .clone()
-        .map(move |(key, score)| (key, Score(score.0 - penalty.0)))
-        .filter(|(_, score)| score.0 != 0);
-    base.concat(penalized.negate()).concat(adjusted)
+        .inner
+        .flat_map(move |((item, (user, score)), time, diff)| {
+            let adjusted = Score(score.0 - penalty.0);
+            let key = (user, item);
+            let insert = (adjusted.0 != 0).then(|| ((key.clone(), adjusted), time, diff));
+            std::iter::once(((key, score), time, -diff)).chain(insert)
+        })
+        .as_collection();
+    base.concat(replaced)
 }

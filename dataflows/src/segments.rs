@@ -11,6 +11,7 @@ use crate::features::{FeatureValue, UserFeatures};
 use crate::model::{CatalogItem, ItemId, ItemKind, UserId};
 use crate::models::{MODEL_SHARDS, ModelCache, SegmentModel, SharedModel};
 use crate::name::Name;
+use crate::shared;
 use differential_dataflow::VecCollection;
 use differential_dataflow::hashable::Hashable;
 use serde::{Deserialize, Serialize};
@@ -226,14 +227,15 @@ pub fn segments<'s>(
     // The runtime validated the model before inserting it; a text that does not parse cannot
     // come from it, and scoring against no segments is the safe reading.
     let mut parsed = ModelCache::new(|json| serde_json::from_str(json).unwrap_or_default());
-    features
-        .map(|(user, sums)| (user.hashed() % MODEL_SHARDS, (user, sums)))
-        .join_map(replicated, move |_shard, (user, sums), model| {
+    let sharded = features.map(|(user, sums)| (user.hashed() % MODEL_SHARDS, (user, sums)));
+    shared::by_key(sharded, "SegmentShards").join_core(
+        shared::by_key(replicated, "SegmentModels"),
+        move |_shard, (user, sums), model| {
             let model = parsed.get(model);
             let assignment = params.assign(&sums.values(&recency_days), &model);
-            (user.clone(), assignment)
-        })
-        .flat_map(|(user, assignment)| assignment.map(|a| (user, a)))
+            assignment.map(|assignment| (user.clone(), assignment))
+        },
+    )
 }
 
 /// The content each segment is offered: (segment name, item) for every catalog item its

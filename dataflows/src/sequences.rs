@@ -13,8 +13,8 @@ use crate::features::mean_half_up;
 use crate::model::{Event, EventKind, ItemId, Millis, SessionId, UserId};
 use crate::name::Name;
 use crate::params::ViewParams;
-use crate::sessions::split_runs;
-use crate::windows::sliding;
+use crate::sessions::{SessionWindow, split_runs};
+use crate::shared;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -179,46 +179,44 @@ pub struct FunnelStep {
 }
 
 /// Maintains the sequence views over the events of the window.
-pub fn sequences<'s>(events: VecCollection<'s, Time, Event>, params: &ViewParams) -> Sequences<'s> {
+pub fn sequences<'s>(window: SessionWindow<'s>, params: &ViewParams) -> Sequences<'s> {
     let gap_ms = params.sessions.inactivity_gap_ms;
     let sequence = params.sequences.clone();
-    let steps = events.map(|event| {
-        let step = StepEvent::of(&event);
-        ((event.user, event.session), step)
-    });
     let settings = sequence.clone();
-    let facts = sliding(steps, params.windows.span_ms)
-        .reduce_named(
-            "SessionSteps",
-            move |(_user, client_session): &(UserId, Option<SessionId>),
-                  input,
-                  output: &mut Vec<(Fact, isize)>| {
-                // `input` is sorted by value, i.e. in step order, with positive counts.
-                let mut facts = BTreeMap::new();
-                let sessions = match client_session {
-                    Some(_) => vec![input],
-                    None => split_runs(input, |(event, _)| event.ts, gap_ms),
-                };
-                for session in sessions {
-                    let events = session
-                        .iter()
-                        .map(|(event, count)| (*event, *count as usize));
-                    Steps::of(events).facts(&settings, &mut facts);
-                }
-                output.extend(facts);
-            },
-        )
-        .map(|(_session, fact)| fact);
+    // Each fact's readers take it straight from the reduce's output batches.
+    let facts = shared::reduce_arranged(
+        window,
+        "SessionSteps",
+        move |(_user, client_session): &(UserId, Option<SessionId>),
+              input,
+              output: &mut Vec<(Fact, isize)>| {
+            // `input` is sorted by value, i.e. in step order, with positive counts (an
+            // event's other fields only split equal steps into neighbouring entries).
+            let mut facts = BTreeMap::new();
+            let sessions = match client_session {
+                Some(_) => vec![input],
+                None => split_runs(input, |(event, _)| event.step.ts, gap_ms),
+            };
+            for session in sessions {
+                let events = session
+                    .iter()
+                    .map(|(event, count)| (&event.step, *count as usize));
+                Steps::of(events).facts(&settings, &mut facts);
+            }
+            output.extend(facts);
+        },
+    );
 
     // One reduce per origin gives both its transitions and its `next` list.
     let next_k = sequence.next_k;
-    let per_origin = facts
-        .clone()
-        .flat_map(|fact| match fact {
-            Fact::Transition(kind, from, to) => Some(((kind, from), to)),
-            _ => None,
-        })
-        .reduce_named("Transitions", move |_origin, input, output| {
+    let transition_facts = facts.clone().flat_map_ref(|_session, fact| match fact {
+        Fact::Transition(kind, from, to) => Some(((*kind, from.clone()), to.clone())),
+        _ => None,
+    });
+    let per_origin = shared::reduce_arranged(
+        shared::by_key(transition_facts, "Transitions"),
+        "Transitions",
+        move |_origin, input, output| {
             let total = input.iter().map(|(_, count)| *count as i64).sum();
             let p = |count: isize| mean_half_up(10_000 * count as i64, total);
             for (to, count) in input {
@@ -233,32 +231,33 @@ pub fn sequences<'s>(events: VecCollection<'s, Time, Event>, params: &ViewParams
                 .map(|(count, to)| (to.clone(), p(count)))
                 .collect();
             output.push((OriginRow::Next(next), 1));
-        });
+        },
+    );
     let transitions = per_origin
         .clone()
-        .flat_map(|((kind, from), row)| match row {
-            OriginRow::To(to, count, p) => Some(((kind, from, to), (count, p))),
+        .flat_map_ref(|(kind, from), row| match row {
+            OriginRow::To(to, count, p) => Some(((*kind, from.clone(), to.clone()), (*count, *p))),
             OriginRow::Next(_) => None,
         });
-    let next = per_origin.flat_map(|(origin, row)| match row {
-        OriginRow::Next(next) => Some((origin, next)),
+    let next = per_origin.flat_map_ref(|origin, row| match row {
+        OriginRow::Next(next) => Some((origin.clone(), next.clone())),
         OriginRow::To(..) => None,
     });
-    let paths = facts
-        .clone()
-        .flat_map(|fact| match fact {
-            Fact::Path(path) => Some(path),
+    let paths = shared::count_then(
+        facts.clone().flat_map_ref(|_session, fact| match fact {
+            Fact::Path(path) => Some(path.clone()),
             _ => None,
-        })
-        .count()
-        .map(|(path, count)| (path, count as u64));
+        }),
+        |path: &Vec<Name>, count| Some((path.clone(), count as u64)),
+    );
     let funnel_steps = sequence.funnel.clone();
-    let funnel = facts
-        .flat_map(|fact| match fact {
-            Fact::FunnelDepth(depth) => Some(((), depth)),
+    let funnel = shared::reduce_then(
+        facts.flat_map_ref(|_session, fact| match fact {
+            Fact::FunnelDepth(depth) => Some(((), *depth)),
             _ => None,
-        })
-        .reduce_named("Funnel", move |(), input, output| {
+        }),
+        "Funnel",
+        move |(), input, output| {
             let sessions: isize = input.iter().map(|(_, count)| *count).sum();
             let mut previous = sessions as i64;
             for (index, step) in funnel_steps.iter().enumerate() {
@@ -277,8 +276,9 @@ pub fn sequences<'s>(events: VecCollection<'s, Time, Event>, params: &ViewParams
                 output.push((row, 1));
                 previous = reached;
             }
-        })
-        .map(|((), row)| row);
+        },
+        |(), row| Some(row.clone()),
+    );
     Sequences {
         transitions,
         next,

@@ -9,17 +9,21 @@
 use crate::Time;
 use crate::model::{Event, EventKind, Millis, ScrollDepth, SessionId, UserId};
 use crate::params::{EngagementParams, FeedbackParams, ViewParams};
+use crate::sequences::StepEvent;
+use crate::shared;
 use crate::windows::sliding;
 use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::vec::Map;
 
-/// What a session needs to know of one event; ordered by time first, so a reduce sees a
-/// group's events in time order. The event's type is reduced to the classes the session
-/// counts, so the configured type lists are applied once, where the event enters.
+/// What the session views (`sessions` and the sequence views) need to know of one event;
+/// ordered by its step (time first, see [`StepEvent`]), so a reduce sees a session's events
+/// in step order. The event's type is reduced to the classes the session counts, so the
+/// configured type lists are applied once, where the event enters.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SessionEvent {
-    pub ts: Millis,
+    /// Time, page step and item: all the sequence views read.
+    pub step: StepEvent,
     /// The event's effective (timely) time, which can differ from `ts` by tick flooring
     /// and lateness; recency windows run on it.
     pub at: Time,
@@ -114,8 +118,8 @@ impl SessionAggregate {
 
     /// Folds in `count` copies of one event.
     fn absorb(&mut self, event: &SessionEvent, count: u64) {
-        self.start = self.start.min(event.ts);
-        self.end = self.end.max(event.ts);
+        self.start = self.start.min(event.step.ts);
+        self.end = self.end.max(event.step.ts);
         self.last_at = self.last_at.max(event.at);
         self.events += count;
         let class = event.class;
@@ -168,7 +172,7 @@ pub fn split_runs<T>(records: &[T], ts: impl Fn(&T) -> Millis, gap_ms: Millis) -
 /// One session's aggregate from its time-ordered events (with multiplicities).
 fn aggregate<'a>(events: impl IntoIterator<Item = (&'a SessionEvent, u64)>) -> SessionAggregate {
     let mut events = events.into_iter().peekable();
-    let start = events.peek().map_or(0, |(event, _)| event.ts);
+    let start = events.peek().map_or(0, |(event, _)| event.step.ts);
     let mut aggregate = SessionAggregate::starting_at(start);
     for (event, count) in events {
         aggregate.absorb(event, count);
@@ -181,19 +185,22 @@ pub fn derived_session_id(start: Millis) -> SessionId {
     SessionId::new(&format!("auto-{start}"))
 }
 
-/// Maintains the `sessions` view over the events of the window.
-pub fn sessions<'s>(
+/// The events of the window per (user, client session), arranged once: `sessions` and the
+/// sequence views both reduce over it.
+pub type SessionWindow<'s> = shared::ByKey<'s, (UserId, Option<SessionId>), SessionEvent>;
+
+/// Keeps each event's [`SessionEvent`] for the window's span, by (user, client session).
+pub fn session_window<'s>(
     events: VecCollection<'s, Time, Event>,
     params: &ViewParams,
-) -> VecCollection<'s, Time, (SessionKey, SessionAggregate)> {
-    let gap_ms = params.sessions.inactivity_gap_ms;
+) -> SessionWindow<'s> {
     let engagement = params.engagement.clone();
     // The effective (timely) time travels in the summary: recency windows run on it.
     let summaries = events
         .inner
         .map(move |(event, at, diff)| {
             let summary = SessionEvent {
-                ts: event.ts,
+                step: StepEvent::of(&event),
                 at,
                 class: EventClass::of(&event, &engagement),
                 scroll: event.scroll,
@@ -202,34 +209,47 @@ pub fn sessions<'s>(
             (((event.user, event.session), summary), at, diff)
         })
         .as_collection();
+    shared::by_key(sliding(summaries, params.windows.span_ms), "SessionWindow")
+}
+
+/// Maintains the `sessions` view over the events of the window.
+pub fn sessions<'s>(
+    window: SessionWindow<'s>,
+    params: &ViewParams,
+) -> VecCollection<'s, Time, (SessionKey, SessionAggregate)> {
+    let gap_ms = params.sessions.inactivity_gap_ms;
     let (engagement, feedback) = (params.engagement.clone(), params.feedback.clone());
-    sliding(summaries, params.windows.span_ms)
-        .reduce_named(
-            "Sessions",
-            move |(_user, client_session),
-                  input,
-                  output: &mut Vec<((SessionId, SessionAggregate), isize)>| {
-                // `input` is sorted by value, i.e. by time, with positive multiplicities.
-                let of = |run: &[(&SessionEvent, isize)]| {
-                    aggregate(run.iter().map(|(event, count)| (*event, *count as u64)))
-                };
-                let mut found = match client_session {
-                    Some(id) => vec![(id.clone(), of(input))],
-                    None => split_runs(input, |(event, _)| event.ts, gap_ms)
-                        .into_iter()
-                        .map(|run| {
-                            let aggregate = of(run);
-                            (derived_session_id(aggregate.start), aggregate)
-                        })
-                        .collect(),
-                };
-                for (id, mut aggregate) in found.drain(..) {
-                    aggregate.classify(&engagement, &feedback);
-                    output.push(((id, aggregate), 1));
-                }
-            },
-        )
-        .map(|((user, _client_session), (session, aggregate))| {
-            (SessionKey { user, session }, aggregate)
-        })
+    shared::reduce_arranged(
+        window,
+        "Sessions",
+        move |(_user, client_session),
+              input,
+              output: &mut Vec<((SessionId, SessionAggregate), isize)>| {
+            // `input` is sorted by value, i.e. by time, with positive multiplicities.
+            let of = |run: &[(&SessionEvent, isize)]| {
+                aggregate(run.iter().map(|(event, count)| (*event, *count as u64)))
+            };
+            let mut found = match client_session {
+                Some(id) => vec![(id.clone(), of(input))],
+                None => split_runs(input, |(event, _)| event.step.ts, gap_ms)
+                    .into_iter()
+                    .map(|run| {
+                        let aggregate = of(run);
+                        (derived_session_id(aggregate.start), aggregate)
+                    })
+                    .collect(),
+            };
+            for (id, mut aggregate) in found.drain(..) {
+                aggregate.classify(&engagement, &feedback);
+                output.push(((id, aggregate), 1));
+            }
+        },
+    )
+    .flat_map_ref(|(user, _client_session), (session, aggregate)| {
+        let key = SessionKey {
+            user: user.clone(),
+            session: session.clone(),
+        };
+        Some((key, aggregate.clone()))
+    })
 }

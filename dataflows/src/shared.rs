@@ -19,11 +19,36 @@ where
     collection.arrange_by_key_named(&format!("Arrange: {name}"))
 }
 
+/// A reduce's output, arranged by key.
+pub type Reduced<'s, K, V2> = Arranged<'s, TraceAgent<ValSpine<K, V2, Time, isize>>>;
+
+/// `reduce_named` over an existing arrangement, its output still arranged.
+pub fn reduce_arranged<'s, K, V, V2, L>(
+    arranged: ByKey<'s, K, V>,
+    name: &str,
+    mut logic: L,
+) -> Reduced<'s, K, V2>
+where
+    K: ExchangeData + Hashable,
+    V: ExchangeData,
+    V2: ExchangeData,
+    L: FnMut(&K, &[(&V, isize)], &mut Vec<(V2, isize)>) + 'static,
+{
+    arranged.reduce_abelian::<_, ValBuilder<_, _, _, _>, ValSpine<K, V2, _, _>, _, _>(
+        name,
+        move |key, input, output| logic(key, input, output),
+        |buffer, key, updates| {
+            buffer.clear();
+            buffer.extend(updates.drain(..).map(|(v, t, r)| ((key.clone(), v), t, r)));
+        },
+    )
+}
+
 /// `reduce_named` over an existing arrangement.
 pub fn reduce<'s, K, V, V2, L>(
     arranged: ByKey<'s, K, V>,
     name: &str,
-    mut logic: L,
+    logic: L,
 ) -> VecCollection<'s, Time, (K, V2)>
 where
     K: ExchangeData + Hashable,
@@ -31,16 +56,50 @@ where
     V2: ExchangeData,
     L: FnMut(&K, &[(&V, isize)], &mut Vec<(V2, isize)>) + 'static,
 {
-    arranged
-        .reduce_abelian::<_, ValBuilder<_, _, _, _>, ValSpine<K, V2, _, _>, _, _>(
-            name,
-            move |key, input, output| logic(key, input, output),
+    reduce_arranged(arranged, name, logic).as_collection(|key, value| (key.clone(), value.clone()))
+}
+
+/// `reduce_named` whose output is read through `then` (a map, a filter, a render): it
+/// runs in the operator that reads the reduce's output batches, instead of in one more
+/// operator that every change passes through.
+pub fn reduce_then<'s, K, V, V2, L, F, I>(
+    collection: VecCollection<'s, Time, (K, V)>,
+    name: &str,
+    logic: L,
+    then: F,
+) -> VecCollection<'s, Time, I::Item>
+where
+    K: ExchangeData + Hashable,
+    V: ExchangeData,
+    V2: ExchangeData,
+    L: FnMut(&K, &[(&V, isize)], &mut Vec<(V2, isize)>) + 'static,
+    F: FnMut(&K, &V2) -> I + 'static,
+    I: IntoIterator<Item: differential_dataflow::Data>,
+{
+    reduce_arranged(by_key(collection, name), name, logic).flat_map_ref(then)
+}
+
+/// `count`, read through `then` (see [`reduce_then`]).
+pub fn count_then<'s, K, F, I>(
+    collection: VecCollection<'s, Time, K>,
+    mut then: F,
+) -> VecCollection<'s, Time, I::Item>
+where
+    K: ExchangeData + Hashable,
+    F: FnMut(&K, isize) -> I + 'static,
+    I: IntoIterator<Item: differential_dataflow::Data>,
+{
+    collection
+        .arrange_by_self_named("Arrange: Count")
+        .reduce_abelian::<_, ValBuilder<K, isize, Time, isize>, ValSpine<K, isize, Time, isize>, _, _>(
+            "Count",
+            |_key, input, output| output.push((input[0].1, 1)),
             |buffer, key, updates| {
                 buffer.clear();
                 buffer.extend(updates.drain(..).map(|(v, t, r)| ((key.clone(), v), t, r)));
             },
         )
-        .as_collection(|key, value| (key.clone(), value.clone()))
+        .flat_map_ref(move |key, count| then(key, *count))
 }
 
 /// Inner join of two arrangements on their key.

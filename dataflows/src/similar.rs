@@ -19,6 +19,7 @@
 use crate::Time;
 use crate::model::{ItemId, Score, UserId};
 use crate::scores::ScoreKey;
+use crate::shared;
 use crate::windows::refreshed;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
@@ -70,8 +71,7 @@ pub fn top_items<'s>(
     count: usize,
 ) -> VecCollection<'s, Time, (UserId, (ItemId, i64))> {
     scores
-        .filter(|(_, score)| score.0 > 0)
-        .map(|((user, item), score)| (user, (item, score)))
+        .flat_map(|((user, item), score)| (score.0 > 0).then_some((user, (item, score))))
         .reduce_named("TopItems", move |_user, input, output| {
             let mut ranked: Vec<&(ItemId, Score)> = input.iter().map(|(entry, _)| *entry).collect();
             ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -106,57 +106,59 @@ pub fn similar<'s>(
 ) -> VecCollection<'s, Time, (ItemId, Neighbors)> {
     let top = refreshed(top, params.refresh_ms);
     // Sums travel as differences: a weight w becomes w copies of the record.
-    let norms = top
-        .clone()
-        .explode(|(_user, (item, level))| Some((item, level as isize)))
-        .count();
+    let norms = shared::count_then(
+        top.clone()
+            .explode(|(_user, (item, level))| Some((item, level as isize))),
+        |item: &ItemId, norm| Some((item.clone(), norm as i64)),
+    );
+    // Read by both ends of every pair: arranged once.
+    let norms = shared::by_key(norms, "Norms");
     // A pair's users and its summed weight travel in one difference: the weight in the low
     // 32 bits, one user in the high ones (so a pair's count is users · 2³² + Σ weight).
-    let co = top
-        .clone()
-        .join_map(top, |_user, (a, wa), (b, wb)| {
-            (a != b).then(|| ((a.clone(), b.clone()), *wa.min(wb)))
-        })
-        .explode(|pair| pair.map(|(items, weight)| (items, (USER_UNIT + weight) as isize)))
-        .count();
     let (k, min_users) = (params.k, params.min_users as i64);
-    co.map(|(pair, packed)| (pair, (packed as i64 >> 32, packed as i64 & (USER_UNIT - 1))))
-        .filter(move |(_, (users, _))| *users >= min_users)
-        .map(|((a, b), (_, co))| (a, (b, co)))
-        .join_map(norms.clone(), |a, (b, co), norm_a| {
-            (
-                b.clone(),
-                (
-                    a.clone(),
-                    PairWeights {
-                        co: *co,
-                        norm_from: *norm_a as i64,
-                    },
-                ),
-            )
-        })
-        .join_map(norms, |b, (a, weights), norm_b| {
-            (
-                a.clone(),
-                (
-                    b.clone(),
-                    cosine(weights.co, weights.norm_from, *norm_b as i64),
-                ),
-            )
-        })
-        .reduce_named("Similar", move |_item, input, output| {
-            let mut ranked: Vec<(i64, &ItemId)> = input
-                .iter()
-                .map(|((other, sim), _)| (*sim, other))
-                .collect();
-            ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-            let neighbors: Neighbors = ranked
-                .into_iter()
-                .take(k)
-                .map(|(sim, other)| (other.clone(), sim))
-                .collect();
-            output.push((neighbors, 1));
-        })
+    let co = shared::count_then(
+        top.clone()
+            .join_map(top, |_user, (a, wa), (b, wb)| {
+                (a != b).then(|| ((a.clone(), b.clone()), *wa.min(wb)))
+            })
+            .explode(|pair| pair.map(|(items, weight)| (items, (USER_UNIT + weight) as isize))),
+        move |(a, b): &(ItemId, ItemId), packed| {
+            let (users, co) = (packed as i64 >> 32, packed as i64 & (USER_UNIT - 1));
+            (users >= min_users).then(|| (a.clone(), (b.clone(), co)))
+        },
+    );
+    let from_a = shared::join(
+        shared::by_key(co, "PairsByFrom"),
+        norms.clone(),
+        |a, (b, co), norm_a| {
+            let weights = PairWeights {
+                co: *co,
+                norm_from: *norm_a,
+            };
+            (b.clone(), (a.clone(), weights))
+        },
+    );
+    shared::join(
+        shared::by_key(from_a, "PairsByTo"),
+        norms,
+        |b, (a, weights), norm_b| {
+            let sim = cosine(weights.co, weights.norm_from, *norm_b);
+            (a.clone(), (b.clone(), sim))
+        },
+    )
+    .reduce_named("Similar", move |_item, input, output| {
+        let mut ranked: Vec<(i64, &ItemId)> = input
+            .iter()
+            .map(|((other, sim), _)| (*sim, other))
+            .collect();
+        ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+        let neighbors: Neighbors = ranked
+            .into_iter()
+            .take(k)
+            .map(|(sim, other)| (other.clone(), sim))
+            .collect();
+        output.push((neighbors, 1));
+    })
 }
 
 #[cfg(test)]
