@@ -377,7 +377,6 @@ fn collect_output(
             let (time, mut rows) = entry.remove_entry();
             consolidate(&mut rows);
             if !rows.is_empty() {
-                // A closed output (stdout gone, no subscribers) only means nobody listens.
                 output.send(OutputMessage::Changes { time, rows });
             }
         }

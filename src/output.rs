@@ -47,9 +47,10 @@ pub struct OutputSender {
 }
 
 impl OutputSender {
-    /// Hands a message over; `false` when the output thread is gone.
-    pub fn send(&self, message: OutputMessage) -> bool {
-        self.messages.send(message).is_ok()
+    /// Hands a message over. A closed output (stdout gone, no subscribers) only means
+    /// nobody listens, so the message is then dropped.
+    pub fn send(&self, message: OutputMessage) {
+        let _ = self.messages.send(message);
     }
 
     /// Frees the rows the output thread has finished with.

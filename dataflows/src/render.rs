@@ -170,14 +170,7 @@ impl RowWriter {
         self
     }
 
-    fn uint(mut self, name: &str, value: u64) -> Self {
-        let mut digits = itoa::Buffer::new();
-        self.name(name)
-            .extend_from_slice(digits.format(value).as_bytes());
-        self
-    }
-
-    fn int(mut self, name: &str, value: i64) -> Self {
+    fn int(mut self, name: &str, value: impl itoa::Integer) -> Self {
         let mut digits = itoa::Buffer::new();
         self.name(name)
             .extend_from_slice(digits.format(value).as_bytes());
@@ -190,9 +183,8 @@ impl RowWriter {
         self
     }
 
-    fn fixed(mut self, name: &str, value: Fixed) -> Self {
-        value.write(self.name(name));
-        self
+    fn fixed(self, name: &str, value: Fixed) -> Self {
+        self.serialized(name, &value)
     }
 
     /// A field of any serializable value (lists, nested objects).
@@ -249,18 +241,6 @@ impl Serialize for Fixed {
     }
 }
 
-impl Fixed {
-    /// Appends the number as its `Serialize` impl prints it.
-    fn write(&self, out: &mut Vec<u8>) {
-        if self.units % self.scale == 0 {
-            let mut digits = itoa::Buffer::new();
-            out.extend_from_slice(digits.format(self.units / self.scale).as_bytes());
-        } else {
-            serde_json::to_writer(out, self).expect("numbers serialize to JSON");
-        }
-    }
-}
-
 impl From<Score> for Fixed {
     fn from(score: Score) -> Self {
         Fixed {
@@ -288,14 +268,14 @@ pub fn session_row(key: &SessionKey, aggregate: &SessionAggregate) -> ViewRow {
         .str("user", key.user.as_str())
         .str("session", key.session.as_str())
         .value()
-        .uint("start", aggregate.start)
-        .uint("end", aggregate.end)
-        .uint("duration_ms", aggregate.duration_ms())
-        .uint("events", aggregate.events)
-        .uint("page_views", aggregate.page_views)
-        .uint("high_intent", aggregate.high_intent)
-        .uint("purchases", aggregate.purchases)
-        .uint("dwell_ms", aggregate.dwell_ms)
+        .int("start", aggregate.start)
+        .int("end", aggregate.end)
+        .int("duration_ms", aggregate.duration_ms())
+        .int("events", aggregate.events)
+        .int("page_views", aggregate.page_views)
+        .int("high_intent", aggregate.high_intent)
+        .int("purchases", aggregate.purchases)
+        .int("dwell_ms", aggregate.dwell_ms)
         .fixed("max_scroll", aggregate.max_scroll.into())
         .flag("bounce", aggregate.bounce)
         .str("engagement", aggregate.engagement.as_str())
@@ -436,7 +416,7 @@ pub fn transition_row(transition: &Transition, count: u64, p: i64) -> ViewRow {
         .str("from", from)
         .str("to", to)
         .value()
-        .uint("count", count)
+        .int("count", count)
         .fixed("p", share(p))
         .finish(ViewName::Transitions)
 }
@@ -463,7 +443,7 @@ pub fn path_row(path: &[Name], count: u64) -> ViewRow {
     RowWriter::new()
         .serialized("path", path)
         .value()
-        .uint("count", count)
+        .int("count", count)
         .finish(ViewName::Paths)
 }
 
@@ -471,8 +451,8 @@ pub fn funnel_row(row: &FunnelStep) -> ViewRow {
     RowWriter::new()
         .str("step", &row.step)
         .value()
-        .uint("position", row.position as u64)
-        .uint("reached", row.reached)
+        .int("position", row.position)
+        .int("reached", row.reached)
         .fixed("rate", share(row.rate))
         .finish(ViewName::Funnel)
 }

@@ -37,11 +37,18 @@ where
     arranged.reduce_abelian::<_, ValBuilder<_, _, _, _>, ValSpine<K, V2, _, _>, _, _>(
         name,
         move |key, input, output| logic(key, input, output),
-        |buffer, key, updates| {
-            buffer.clear();
-            buffer.extend(updates.drain(..).map(|(v, t, r)| ((key.clone(), v), t, r)));
-        },
+        keyed,
     )
+}
+
+/// How a reduce hands its output changes for one key to the output arrangement's builder.
+fn keyed<K: Clone, V>(
+    buffer: &mut Vec<((K, V), Time, isize)>,
+    key: &K,
+    updates: &mut Vec<(V, Time, isize)>,
+) {
+    buffer.clear();
+    buffer.extend(updates.drain(..).map(|(v, t, r)| ((key.clone(), v), t, r)));
 }
 
 /// `reduce_named` over an existing arrangement.
@@ -94,10 +101,7 @@ where
         .reduce_abelian::<_, ValBuilder<K, isize, Time, isize>, ValSpine<K, isize, Time, isize>, _, _>(
             "Count",
             |_key, input, output| output.push((input[0].1, 1)),
-            |buffer, key, updates| {
-                buffer.clear();
-                buffer.extend(updates.drain(..).map(|(v, t, r)| ((key.clone(), v), t, r)));
-            },
+            keyed,
         )
         .flat_map_ref(move |key, count| then(key, *count))
 }
