@@ -29,8 +29,16 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Exchange, Probe};
 
-/// Input batches the input worker may advance beyond what has reached the output.
-const IN_FLIGHT_BATCHES: usize = 4;
+/// Input steps the input worker may advance beyond what has reached the output.
+const IN_FLIGHT_STEPS: usize = 4;
+
+/// Events one input step may take from the feed. A step reads on past an input batch's
+/// end while more is already waiting (e.g. many small batches from a busy TCP source), so
+/// the dataflow's fixed cost per step, a progress round through every operator (~1 ms
+/// with all views on), is paid once for all of them instead of once per batch. Bounded
+/// because each step's changes are in flight at once: 60k events from a file, 1 worker,
+/// 1 → 1,024 events per step: 3.7 → 3.3 s, peak RSS 164 → 182 MB (4,096: 266 MB).
+const STEP_EVENTS: usize = 1024;
 
 /// What the engine runs and how it is wired to the rest of the process.
 pub struct EngineSetup {
@@ -164,11 +172,11 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
             // Input times advanced but not yet through to the output, oldest first.
             let mut in_flight: VecDeque<Time> = VecDeque::new();
             loop {
-                // Backpressure: the input worker feeds at most IN_FLIGHT_BATCHES ahead of the
+                // Backpressure: the input worker feeds at most IN_FLIGHT_STEPS steps ahead of the
                 // output. Without it, it can run far ahead of the other workers, and what it
                 // exchanges to them waits in memory; with it, a fast source waits in the
                 // bounded ingest channel (and, over TCP, in the sender's socket).
-                while in_flight.len() > IN_FLIGHT_BATCHES {
+                while in_flight.len() > IN_FLIGHT_STEPS {
                     // A refit may hold the model inputs back; never wait past them.
                     let reachable = in_flight[0].min(*kmeans_in.time()).min(*als_in.time());
                     if delivered.less_than(&reachable) {
@@ -184,9 +192,12 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
                 // above), so a feed that still looks empty after reading a batch may be one
                 // that ingest has since closed, with no wake left to say so.
                 let mut drained = false;
+                let mut taken = 0;
+                let mut advanced = None;
                 loop {
                     match feed.try_recv() {
                         Ok(ToWorker::Events(events)) => {
+                            taken += events.len();
                             for (event, time) in events {
                                 last_event = last_event.max(Some(time));
                                 events_in.update_at(event, time, 1);
@@ -203,16 +214,18 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
                         }
                         Ok(ToWorker::Advance(time)) => {
                             if time > *events_in.time() {
-                                in_flight.push_back(time);
+                                advanced = Some(time);
                                 events_in.advance_to(time);
                                 catalog_in.advance_to(time);
                                 horizon_in.advance_to(time);
                             }
                             let models_to = refitter.as_ref().map_or(time, |r| r.hold(time));
                             advance_models(&mut kmeans_in, &mut als_in, models_to);
-                            // One input batch per step: the dataflow keeps pace with the
-                            // input and progress is reported at batch granularity.
-                            break;
+                            // At most STEP_EVENTS per step: the dataflow keeps pace with
+                            // the input and progress is reported at step granularity.
+                            if taken >= STEP_EVENTS {
+                                break;
+                            }
                         }
                         Err(TryRecvError::Empty) => {
                             drained = true;
@@ -224,6 +237,7 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
                         }
                     }
                 }
+                in_flight.extend(advanced);
                 if closed {
                     let end = last_event.map_or(0, |time| time + 1).max(*events_in.time());
                     // Every worker, this one included, learns the horizon through the
