@@ -378,9 +378,16 @@ pub fn run_ingest(
         options: &options,
     };
     let idle = Duration::from_millis(options.idle_ms.max(1));
+    // How long to wait for input before looking at the idle watermark and the stop flag.
+    // `--idle-ms 0` idles after every batch (below), so waking every millisecond to look
+    // again would only take CPU from the workers.
+    let poll = match options.idle_ms {
+        0 => Duration::from_millis(100),
+        _ => idle.min(Duration::from_millis(100)),
+    };
     let mut last_data = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        let (source, batch) = match batches.recv_timeout(idle.min(Duration::from_millis(100))) {
+        let (source, batch) = match batches.recv_timeout(poll) {
             Ok(received) => received,
             Err(RecvTimeoutError::Timeout) => {
                 if options.input.streams()
