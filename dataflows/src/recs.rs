@@ -409,7 +409,9 @@ fn blend<'a>(
         values.entry(item).or_default()[Source::Similar as usize] =
             crate::features::mean_half_up(weighted, levels);
     }
-    let mut ranked: Vec<Rec> = values
+    // Ranked by reference; only the K kept are cloned (a user has several times K
+    // candidates once the segment lists are in).
+    let mut ranked: Vec<(i64, &ItemId, Source)> = values
         .into_iter()
         .filter(|(item, _)| !excluded.contains(item))
         .filter_map(|(item, by_source)| {
@@ -422,16 +424,19 @@ fn blend<'a>(
                     best = (part, source);
                 }
             }
-            (total > 0).then(|| Rec {
-                item: item.clone(),
-                score: (total + 500) / 1_000,
-                reason: best.1,
-            })
+            (total > 0).then_some(((total + 500) / 1_000, item, best.1))
         })
         .collect();
-    ranked.sort_by(|a, b| b.score.cmp(&a.score).then_with(|| a.item.cmp(&b.item)));
+    ranked.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
     ranked.truncate(k);
     ranked
+        .into_iter()
+        .map(|(score, item, reason)| Rec {
+            item: item.clone(),
+            score,
+            reason,
+        })
+        .collect()
 }
 
 /// The power of two at or below `n` (0 for 0): popularity in steps that rarely change.
