@@ -172,10 +172,10 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
             // Input times advanced but not yet through to the output, oldest first.
             let mut in_flight: VecDeque<Time> = VecDeque::new();
             loop {
-                // Backpressure: the input worker feeds at most IN_FLIGHT_STEPS steps ahead of the
-                // output. Without it, it can run far ahead of the other workers, and what it
-                // exchanges to them waits in memory; with it, a fast source waits in the
-                // bounded ingest channel (and, over TCP, in the sender's socket).
+                // Backpressure: the input worker feeds at most IN_FLIGHT_STEPS steps ahead
+                // of the output. Without it, it can run far ahead of the other workers, and
+                // what it exchanges to them waits in memory; with it, a fast source waits in
+                // the bounded ingest channel (and, over TCP, in the sender's socket).
                 while in_flight.len() > IN_FLIGHT_STEPS {
                     // A refit may hold the model inputs back; never wait past them.
                     let reachable = in_flight[0].min(*kmeans_in.time()).min(*als_in.time());
