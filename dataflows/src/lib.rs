@@ -9,6 +9,7 @@ pub mod als;
 pub mod assignment;
 pub mod experiments;
 pub mod features;
+pub mod in_place;
 pub mod model;
 pub mod models;
 pub mod name;

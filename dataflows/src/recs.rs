@@ -359,7 +359,8 @@ pub fn recs<'s>(
     }));
 
     let strategies = Strategies::new(params);
-    differential_dataflow::collection::concatenate(scope, inputs).reduce_named(
+    crate::in_place::reduce_in_place(
+        differential_dataflow::collection::concatenate(scope, inputs),
         "Recs",
         move |user, input, output| {
             let (_, weights) = strategies.of(user);

@@ -1,0 +1,299 @@
+//! [`reduce_in_place`]: a per-key reduce that keeps each key's input consolidated in place.
+//!
+//! Differential's `reduce` is built for partially ordered times: at every time a key
+//! changes, it re-reads the key's history from its input trace (all batches not yet merged,
+//! with their times), consolidates it, runs the logic, then reads the key's output trace
+//! the same way to find what changed; and it keeps both traces. Our time is event time in
+//! milliseconds, a total order, so none of that is needed: updates are applied in time
+//! order to the key's current input, which is all the logic reads, and the key's last
+//! output is all the diff needs. Same results, time by time, as `reduce` (the logic sees
+//! the same consolidated, sorted input); less work per (key, time) and no traces.
+//!
+//! Use it where the reduce's input and output arrangements are private (nothing else
+//! joins against them): a shared arrangement is held anyway.
+
+use crate::Time;
+use differential_dataflow::{AsCollection, ExchangeData, Hashable, VecCollection};
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::operator::Operator;
+
+/// Updates not yet applied, by time: `((key, value), count)`.
+type Pending<K, V> = BTreeMap<Time, Vec<((K, V), isize)>>;
+
+/// One key's current input and the output its logic last produced, both sorted and
+/// consolidated (no zero counts).
+struct KeyState<V, O> {
+    input: Vec<(V, isize)>,
+    output: Vec<(O, isize)>,
+}
+
+/// `reduce` for totally ordered time (see the module docs): for each key, whenever its
+/// input changes at a time, `logic` maps the key's whole input (sorted by value, counts
+/// consolidated and nonzero) to its output, and the output's changes are emitted at that
+/// time. A key with no input has no output; `logic` is not called for it.
+pub fn reduce_in_place<'s, K, V, O, L>(
+    collection: VecCollection<'s, Time, (K, V)>,
+    name: &str,
+    mut logic: L,
+) -> VecCollection<'s, Time, (K, O)>
+where
+    K: ExchangeData + Hashable + Hash,
+    V: ExchangeData,
+    O: ExchangeData,
+    L: FnMut(&K, &[(&V, isize)], &mut Vec<(O, isize)>) + 'static,
+{
+    // Updates waiting for the frontier to pass their time, by time, and one capability
+    // at the earliest of those times.
+    let mut pending: Pending<K, V> = BTreeMap::new();
+    let mut held: Option<Capability<Time>> = None;
+    let mut states: HashMap<K, KeyState<V, O>> = HashMap::new();
+    let exchange = Exchange::new(|update: &((K, V), Time, isize)| update.0.0.hashed().into());
+    collection
+        .inner
+        .unary_frontier(exchange, name, move |_, _| {
+            // Scratch space reused across keys.
+            let mut produced: Vec<(O, isize)> = Vec::new();
+            let mut changes: Vec<((K, O), Time, isize)> = Vec::new();
+            move |(input, frontier), output| {
+                input.for_each(|capability, data| {
+                    for (record, time, diff) in data.drain(..) {
+                        pending.entry(time).or_default().push((record, diff));
+                    }
+                    if let Some(least) = capability.least()
+                        && held.as_ref().is_none_or(|held| held.time() > least)
+                    {
+                        held = capability.retain_least(0);
+                    }
+                });
+                let Some(capability) = held.take() else {
+                    return;
+                };
+                let frontier = frontier.frontier();
+                while let Some(entry) = pending.first_entry() {
+                    if frontier.less_equal(entry.key()) {
+                        break;
+                    }
+                    let (time, mut updates) = entry.remove_entry();
+                    differential_dataflow::consolidation::consolidate(&mut updates);
+                    let mut rest = &updates[..];
+                    while let Some(((key, _), _)) = rest.first() {
+                        let len = rest.iter().take_while(|((k, _), _)| k == key).count();
+                        let (group, tail) = rest.split_at(len);
+                        rest = tail;
+                        let state = states.entry(key.clone()).or_insert_with(|| KeyState {
+                            input: Vec::new(),
+                            output: Vec::new(),
+                        });
+                        apply(&mut state.input, group.iter().map(|((_, v), r)| (v, *r)));
+                        produced.clear();
+                        if !state.input.is_empty() {
+                            let view: Vec<(&V, isize)> =
+                                state.input.iter().map(|(v, r)| (v, *r)).collect();
+                            logic(key, &view, &mut produced);
+                            differential_dataflow::consolidation::consolidate(&mut produced);
+                        }
+                        diff_into(&state.output, &produced, |value, diff| {
+                            changes.push(((key.clone(), value.clone()), time, diff));
+                        });
+                        if state.input.is_empty() {
+                            states.remove(key);
+                        } else {
+                            // Copied, not swapped: the scratch buffer's capacity is the
+                            // largest output seen, which no key should keep.
+                            state.output.clear();
+                            state.output.append(&mut produced);
+                        }
+                    }
+                    if !changes.is_empty() {
+                        output
+                            .session(&capability.delayed(&time))
+                            .give_iterator(changes.drain(..));
+                    }
+                }
+                held = pending
+                    .keys()
+                    .next()
+                    .map(|earliest| capability.delayed(earliest));
+            }
+        })
+        .as_collection()
+}
+
+/// Merges sorted, consolidated `updates` into the sorted, consolidated `input`, dropping
+/// values whose count reaches zero.
+fn apply<'a, V: Ord + Clone + 'a>(
+    input: &mut Vec<(V, isize)>,
+    updates: impl ExactSizeIterator<Item = (&'a V, isize)>,
+) {
+    // At most every update is a new value: one allocation, no doubling slack to keep.
+    let mut merged = Vec::with_capacity(input.len() + updates.len());
+    let mut current = std::mem::take(input).into_iter().peekable();
+    for (value, diff) in updates {
+        while let Some(kept) = current.next_if(|(v, _)| v < value) {
+            merged.push(kept);
+        }
+        match current.next_if(|(v, _)| v == value) {
+            Some((v, count)) if count + diff != 0 => merged.push((v, count + diff)),
+            Some(_) => {}
+            None => merged.push((value.clone(), diff)),
+        }
+    }
+    merged.extend(current);
+    *input = merged;
+}
+
+/// Calls `emit(value, diff)` for each difference from `old` to `new`, both sorted and
+/// consolidated.
+fn diff_into<O: Ord>(old: &[(O, isize)], new: &[(O, isize)], mut emit: impl FnMut(&O, isize)) {
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < new.len() {
+        let order = match (old.get(i), new.get(j)) {
+            (Some(a), Some(b)) => a.0.cmp(&b.0),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            _ => std::cmp::Ordering::Greater,
+        };
+        match order {
+            std::cmp::Ordering::Less => {
+                emit(&old[i].0, -old[i].1);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                emit(&new[j].0, new[j].1);
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                if old[i].1 != new[j].1 {
+                    emit(&new[j].0, new[j].1 - old[i].1);
+                }
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use differential_dataflow::input::InputSession;
+    use std::sync::{Arc, Mutex};
+
+    /// Collected `(record, time, diff)` output, consolidated.
+    type Changes = Arc<Mutex<Vec<((u32, (u32, isize)), Time, isize)>>>;
+
+    /// A logic with several output records, one of whose multiplicity varies: the two
+    /// largest values with their counts, and a marker counted once per distinct value.
+    fn logic(_key: &u32, input: &[(&u32, isize)], output: &mut Vec<((u32, isize), isize)>) {
+        for (value, count) in input.iter().rev().take(2) {
+            output.push(((**value, *count), 1));
+        }
+        output.push(((u32::MAX, 0), input.len() as isize));
+    }
+
+    /// Runs the same random updates through `reduce_in_place` and differential's
+    /// `reduce`, on `workers` workers, and returns both outputs.
+    fn run(
+        workers: usize,
+        seed: u64,
+    ) -> (
+        Vec<((u32, (u32, isize)), Time, isize)>,
+        Vec<((u32, (u32, isize)), Time, isize)>,
+    ) {
+        let in_place: Changes = Arc::default();
+        let reduced: Changes = Arc::default();
+        let (a, b) = (in_place.clone(), reduced.clone());
+        timely::execute(timely::Config::process(workers), move |worker| {
+            let mut input = InputSession::<Time, (u32, u32), isize>::new();
+            let (a, b) = (a.clone(), b.clone());
+            let probe = worker.dataflow(|scope| {
+                let collection = input.to_collection(scope);
+                reduce_in_place(collection.clone(), "InPlace", logic)
+                    .inspect(move |update| a.lock().unwrap().push(update.clone()));
+                let (probe, _) = collection
+                    .reduce(logic)
+                    .inspect(move |update| b.lock().unwrap().push(update.clone()))
+                    .probe();
+                probe
+            });
+            if worker.index() != 0 {
+                return;
+            }
+            // A small LCG: deterministic, no dependency for a test.
+            let mut state = seed;
+            let mut next = move |bound: u64| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (state >> 33) % bound
+            };
+            let mut live: Vec<((u32, u32), Time)> = Vec::new();
+            for round in 0..60u64 {
+                let now = round * 10;
+                input.advance_to(now);
+                for _ in 0..next(30) {
+                    // Future times too, not only the current one.
+                    let time = now + next(25);
+                    if !live.is_empty() && next(3) == 0 {
+                        let (record, at) = live.swap_remove(next(live.len() as u64) as usize);
+                        input.update_at(record, time.max(at), -1);
+                    } else {
+                        let record = (next(8) as u32, next(12) as u32);
+                        input.update_at(record, time, 1);
+                        live.push((record, time));
+                    }
+                }
+                input.advance_to(now + 1);
+                input.flush();
+                while probe.less_than(input.time()) {
+                    worker.step();
+                }
+            }
+        })
+        .unwrap();
+        let consolidated = |changes: Changes| {
+            let mut changes = changes.lock().unwrap().clone();
+            differential_dataflow::consolidation::consolidate_updates(&mut changes);
+            changes
+        };
+        (consolidated(in_place), consolidated(reduced))
+    }
+
+    #[test]
+    fn matches_differential_reduce_time_by_time() {
+        for workers in [1, 2] {
+            for seed in 1..=4 {
+                let (in_place, reduced) = run(workers, seed);
+                assert!(
+                    reduced.len() > 100,
+                    "too few changes to compare: {}",
+                    reduced.len()
+                );
+                assert_eq!(in_place, reduced, "{workers} workers, seed {seed}");
+            }
+        }
+    }
+
+    #[test]
+    fn applies_updates_and_drops_zero_counts() {
+        let mut input = vec![(1, 2), (3, 1), (5, 1)];
+        apply(
+            &mut input,
+            [(&0, 1), (&3, -1), (&5, 2), (&9, -1)].into_iter(),
+        );
+        assert_eq!(input, vec![(0, 1), (1, 2), (5, 3), (9, -1)]);
+    }
+
+    #[test]
+    fn diffs_sorted_outputs() {
+        let mut changes = Vec::new();
+        diff_into(
+            &[(1, 1), (2, 2), (4, 1)],
+            &[(2, 1), (3, 1), (4, 1)],
+            |v, d| changes.push((*v, d)),
+        );
+        assert_eq!(changes, vec![(1, -1), (2, -1), (3, 1)]);
+    }
+}
