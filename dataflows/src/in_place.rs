@@ -13,15 +13,12 @@
 //! joins against them): a shared arrangement is held anyway.
 
 use crate::Time;
+use crate::stash::Stash;
 use differential_dataflow::{AsCollection, ExchangeData, Hashable, VecCollection};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::hash::Hash;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::operator::Operator;
-
-/// Updates not yet applied, by time: `((key, value), count)`.
-type Pending<K, V> = BTreeMap<Time, Vec<((K, V), isize)>>;
 
 /// One key's current input and the output its logic last produced, both sorted and
 /// consolidated (no zero counts).
@@ -45,10 +42,8 @@ where
     O: ExchangeData,
     L: FnMut(&K, &[(&V, isize)], &mut Vec<(O, isize)>) + 'static,
 {
-    // Updates waiting for the frontier to pass their time, by time, and one capability
-    // at the earliest of those times.
-    let mut pending: Pending<K, V> = BTreeMap::new();
-    let mut held: Option<Capability<Time>> = None;
+    // Updates waiting for the frontier to pass their time.
+    let mut pending: Stash<((K, V), isize)> = Stash::default();
     let mut states: HashMap<K, KeyState<V, O>> = HashMap::new();
     let exchange = Exchange::new(|update: &((K, V), Time, isize)| update.0.0.hashed().into());
     collection
@@ -60,63 +55,54 @@ where
             move |(input, frontier), output| {
                 input.for_each(|capability, data| {
                     for (record, time, diff) in data.drain(..) {
-                        pending.entry(time).or_default().push((record, diff));
+                        pending.at(time).push((record, diff));
                     }
-                    if let Some(least) = capability.least()
-                        && held.as_ref().is_none_or(|held| held.time() > least)
-                    {
-                        held = capability.retain_least(0);
-                    }
+                    pending.hold(&capability);
                 });
-                let Some(capability) = held.take() else {
-                    return;
-                };
                 let frontier = frontier.frontier();
-                while let Some(entry) = pending.first_entry() {
-                    if frontier.less_equal(entry.key()) {
-                        break;
-                    }
-                    let (time, mut updates) = entry.remove_entry();
-                    differential_dataflow::consolidation::consolidate(&mut updates);
-                    let mut rest = &updates[..];
-                    while let Some(((key, _), _)) = rest.first() {
-                        let len = rest.iter().take_while(|((k, _), _)| k == key).count();
-                        let (group, tail) = rest.split_at(len);
-                        rest = tail;
-                        let state = states.entry(key.clone()).or_insert_with(|| KeyState {
-                            input: Vec::new(),
-                            output: Vec::new(),
-                        });
-                        apply(&mut state.input, group.iter().map(|((_, v), r)| (v, *r)));
-                        produced.clear();
-                        if !state.input.is_empty() {
-                            let view: Vec<(&V, isize)> =
-                                state.input.iter().map(|(v, r)| (v, *r)).collect();
-                            logic(key, &view, &mut produced);
-                            differential_dataflow::consolidation::consolidate(&mut produced);
+                pending.release(
+                    |time| !frontier.less_equal(time),
+                    |capability, time, mut updates| {
+                        differential_dataflow::consolidation::consolidate(&mut updates);
+                        let mut rest = &updates[..];
+                        while let Some(((key, _), _)) = rest.first() {
+                            let len = rest.iter().take_while(|((k, _), _)| k == key).count();
+                            let (group, tail) = rest.split_at(len);
+                            rest = tail;
+                            let state = match states.get_mut(key) {
+                                Some(state) => state,
+                                None => states.entry(key.clone()).or_insert_with(|| KeyState {
+                                    input: Vec::new(),
+                                    output: Vec::new(),
+                                }),
+                            };
+                            apply(&mut state.input, group.iter().map(|((_, v), r)| (v, *r)));
+                            produced.clear();
+                            if !state.input.is_empty() {
+                                let view: Vec<(&V, isize)> =
+                                    state.input.iter().map(|(v, r)| (v, *r)).collect();
+                                logic(key, &view, &mut produced);
+                                differential_dataflow::consolidation::consolidate(&mut produced);
+                            }
+                            diff_into(&state.output, &produced, |value, diff| {
+                                changes.push(((key.clone(), value.clone()), time, diff));
+                            });
+                            if state.input.is_empty() {
+                                states.remove(key);
+                            } else {
+                                // Copied, not swapped: the scratch buffer's capacity is the
+                                // largest output seen, which no key should keep.
+                                state.output.clear();
+                                state.output.append(&mut produced);
+                            }
                         }
-                        diff_into(&state.output, &produced, |value, diff| {
-                            changes.push(((key.clone(), value.clone()), time, diff));
-                        });
-                        if state.input.is_empty() {
-                            states.remove(key);
-                        } else {
-                            // Copied, not swapped: the scratch buffer's capacity is the
-                            // largest output seen, which no key should keep.
-                            state.output.clear();
-                            state.output.append(&mut produced);
+                        if !changes.is_empty() {
+                            output
+                                .session(&capability.delayed(&time))
+                                .give_iterator(changes.drain(..));
                         }
-                    }
-                    if !changes.is_empty() {
-                        output
-                            .session(&capability.delayed(&time))
-                            .give_iterator(changes.drain(..));
-                    }
-                }
-                held = pending
-                    .keys()
-                    .next()
-                    .map(|earliest| capability.delayed(earliest));
+                    },
+                );
             }
         })
         .as_collection()

@@ -24,6 +24,7 @@ pub mod sessions;
 pub mod shared;
 pub mod significance;
 pub mod similar;
+pub mod stash;
 pub mod windows;
 
 use differential_dataflow::VecCollection;

@@ -12,11 +12,10 @@
 
 use crate::Time;
 use crate::model::Millis;
+use crate::stash::Stash;
 use differential_dataflow::difference::Abelian;
 use differential_dataflow::{AsCollection, VecCollection};
-use std::collections::BTreeMap;
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::operator::Operator;
 
 /// Keeps each record of `collection` for `span` milliseconds of event time.
@@ -28,10 +27,9 @@ where
     D: Clone + 'static,
     R: Abelian + Clone + 'static,
 {
-    // Scheduled retractions by due time, and one capability at the earliest of them: a
-    // message may carry records at any time not before its capability's.
-    let mut scheduled: BTreeMap<Time, Vec<(D, R)>> = BTreeMap::new();
-    let mut held: Option<Capability<Time>> = None;
+    // Scheduled retractions by due time: a message may carry records at any time not
+    // before its capability's.
+    let mut scheduled: Stash<(D, R)> = Stash::default();
     collection
         .inner
         .unary_frontier(Pipeline, "Sliding", move |_, _| {
@@ -39,44 +37,28 @@ where
                 input.for_each(|capability, data| {
                     let mut session = output.session(&capability);
                     for (record, time, diff) in data.drain(..) {
-                        let due = time.saturating_add(span);
                         let mut retraction = diff.clone();
                         retraction.negate();
                         scheduled
-                            .entry(due)
-                            .or_default()
+                            .at(time.saturating_add(span))
                             .push((record.clone(), retraction));
                         session.give((record, time, diff));
                     }
-                    let earliest = scheduled.keys().next().copied();
-                    if let Some(earliest) = earliest
-                        && held.as_ref().is_none_or(|held| *held.time() > earliest)
-                    {
-                        held = Some(capability.delayed(&earliest, 0));
-                    }
+                    drop(session);
+                    scheduled.hold(&capability);
                 });
-                // Release what the frontier has reached; keep a capability for the rest.
-                let Some(capability) = held.take() else {
-                    return;
-                };
-                let reached = |time: &Time| !frontier.frontier().less_than(time);
-                let mut session = output.session(&capability);
-                while let Some(entry) = scheduled.first_entry() {
-                    if !reached(entry.key()) {
-                        break;
-                    }
-                    let (due, records) = entry.remove_entry();
-                    session.give_iterator(
-                        records
-                            .into_iter()
-                            .map(|(record, retraction)| (record, due, retraction)),
-                    );
-                }
-                drop(session);
-                held = scheduled
-                    .keys()
-                    .next()
-                    .map(|earliest| capability.delayed(earliest));
+                // Release what the frontier has reached.
+                let frontier = frontier.frontier();
+                scheduled.release(
+                    |time| !frontier.less_than(time),
+                    |capability, due, records| {
+                        output.session(capability).give_iterator(
+                            records
+                                .into_iter()
+                                .map(|(record, retraction)| (record, due, retraction)),
+                        );
+                    },
+                );
             }
         })
         .as_collection()

@@ -1,0 +1,72 @@
+//! [`Stash`]: updates an operator holds back until its input frontier lets them go.
+//!
+//! Operators that emit at a time only once their input is complete up to it (the in-place
+//! reduce), or that schedule output for a future time (window retractions), keep those
+//! updates by time with one capability at the earliest of them. Holding one capability, not
+//! one per time, keeps the progress tracker's work independent of how many times wait.
+
+use crate::Time;
+use std::collections::BTreeMap;
+use timely::dataflow::operators::{Capability, InputCapability};
+
+/// Updates by time, and a capability at the earliest time that has any.
+pub struct Stash<T> {
+    by_time: BTreeMap<Time, Vec<T>>,
+    held: Option<Capability<Time>>,
+}
+
+impl<T> Default for Stash<T> {
+    fn default() -> Self {
+        Stash {
+            by_time: BTreeMap::new(),
+            held: None,
+        }
+    }
+}
+
+impl<T> Stash<T> {
+    /// The updates waiting for `time`, to push to. Call [`Stash::hold`] with the capability
+    /// of the message they came in before the operator returns.
+    pub fn at(&mut self, time: Time) -> &mut Vec<T> {
+        self.by_time.entry(time).or_default()
+    }
+
+    /// Makes sure a capability is held for the earliest stashed time, delaying the
+    /// message's `capability` (for output port 0) when the one held is later. Every time
+    /// stashed from the message must be at or after the message's time.
+    pub fn hold(&mut self, capability: &InputCapability<Time>) {
+        if let Some(&earliest) = self.by_time.keys().next()
+            && self
+                .held
+                .as_ref()
+                .is_none_or(|held| *held.time() > earliest)
+        {
+            self.held = Some(capability.delayed(&earliest, 0));
+        }
+    }
+
+    /// Hands over, earliest first, each time `ready` accepts with its updates and a
+    /// capability to send them at, stopping at the first time it refuses; then holds a
+    /// capability for the earliest time left, if any.
+    pub fn release(
+        &mut self,
+        ready: impl Fn(&Time) -> bool,
+        mut emit: impl FnMut(&Capability<Time>, Time, Vec<T>),
+    ) {
+        let Some(capability) = self.held.take() else {
+            return;
+        };
+        while let Some(entry) = self.by_time.first_entry() {
+            if !ready(entry.key()) {
+                break;
+            }
+            let (time, updates) = entry.remove_entry();
+            emit(&capability, time, updates);
+        }
+        self.held = self
+            .by_time
+            .keys()
+            .next()
+            .map(|earliest| capability.delayed(earliest));
+    }
+}
