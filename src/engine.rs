@@ -13,7 +13,6 @@ use crate::profile::OperatorProfile;
 use crate::refit::{ModelInputs, RefitOptions, Refitter, Snapshots};
 use crate::stats::{ArrangementStats, StatsFile};
 use crossbeam_channel::{Receiver, TryRecvError};
-use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::input::InputSession;
 use intentflow_dataflows::model::{CatalogItem, Event, Millis};
 use intentflow_dataflows::params::ViewParams;
@@ -361,7 +360,8 @@ struct SinkState {
 }
 
 /// Gathers every row change on worker 0 and, as the frontier passes each time, hands the
-/// consolidated changes of that time and a progress mark to the output thread. Returns a
+/// changes of that time (consolidated on the output thread) and a progress mark to the
+/// output thread. Returns a
 /// probe of the sink's input: once it passes a time, every change before it has arrived.
 fn collect_output(
     rows: RowStream<'_>,
@@ -382,14 +382,12 @@ fn collect_output(
             }
         });
         let Some(output) = &output else { return };
-        output.free_spent();
         let bound = frontier.frontier().first().copied();
         while let Some(entry) = pending.first_entry() {
             if bound.is_some_and(|bound| *entry.key() >= bound) {
                 break;
             }
-            let (time, mut rows) = entry.remove_entry();
-            consolidate(&mut rows);
+            let (time, rows) = entry.remove_entry();
             if !rows.is_empty() {
                 output.send(OutputMessage::Changes { time, rows });
             }

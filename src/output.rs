@@ -7,6 +7,7 @@
 
 use crate::serve::{Chunk, SubscribeRequest, Subscriber};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use differential_dataflow::consolidation::consolidate;
 use intentflow_dataflows::model::Millis;
 use intentflow_dataflows::{ViewName, ViewRow};
 use std::collections::{BTreeMap, HashMap};
@@ -25,25 +26,25 @@ pub enum Format {
 /// What the output worker hands over.
 #[derive(Debug)]
 pub enum OutputMessage {
-    /// The consolidated changes at one time, sorted; times arrive in increasing order.
+    /// The changes at one time; times arrive in increasing order. Sent as gathered;
+    /// [`OutputReceiver`] hands them on consolidated and sorted (possibly none left).
     Changes { time: Millis, rows: Rows },
     /// No change below this time will follow; `None`: the input closed, output is final.
     Progress(Option<Millis>),
 }
 
-/// One time's consolidated row changes.
+/// One time's row changes.
 pub type Rows = Vec<(ViewRow, isize)>;
 
 /// The engine's end of the output channel.
 ///
-/// Rows go back to the engine once printed, to be freed on the worker thread that
-/// allocated them: glibc's `free` of another thread's memory takes that thread's arena
-/// lock, and the worker and the output thread then contend on it for every row (a run with
-/// the output thread leaking its rows instead was ~15% less CPU).
+/// Rows are freed by the output thread once printed. Under glibc's malloc they went back
+/// to the worker that allocated them, since freeing another thread's memory took that
+/// thread's arena lock; with jemalloc (`lib.rs`) returning them made no measurable
+/// difference (60k events, 4 alternating runs each).
 #[derive(Clone)]
 pub struct OutputSender {
     messages: Sender<OutputMessage>,
-    spent: Receiver<Rows>,
 }
 
 impl OutputSender {
@@ -52,50 +53,44 @@ impl OutputSender {
     pub fn send(&self, message: OutputMessage) {
         let _ = self.messages.send(message);
     }
-
-    /// Frees the rows the output thread has finished with.
-    pub fn free_spent(&self) {
-        for rows in self.spent.try_iter() {
-            drop(rows);
-        }
-    }
 }
 
 /// The output thread's end of the channel.
 pub struct OutputReceiver {
     messages: Receiver<OutputMessage>,
-    spent: Sender<Rows>,
 }
 
+/// Consolidation happens here, on the output thread, because the worker that gathers
+/// the rows is the engine's busiest thread and the output thread's is mostly idle.
 impl OutputReceiver {
     pub fn recv_timeout(&self, timeout: Duration) -> Result<OutputMessage, RecvTimeoutError> {
-        self.messages.recv_timeout(timeout)
+        self.messages.recv_timeout(timeout).map(consolidated)
     }
 
     /// The next message; `None` once the engine is done.
     pub fn recv(&self) -> Option<OutputMessage> {
-        self.messages.recv().ok()
+        self.messages.recv().ok().map(consolidated)
     }
+}
 
-    /// Returns printed rows to the engine to free (or frees them here once it has ended).
-    pub fn recycle(&self, rows: Rows) {
-        let _ = self.spent.send(rows);
+/// The message with its changes consolidated: sorted, equal rows' diffs summed, zeros
+/// dropped.
+fn consolidated(message: OutputMessage) -> OutputMessage {
+    match message {
+        OutputMessage::Changes { time, mut rows } => {
+            consolidate(&mut rows);
+            OutputMessage::Changes { time, rows }
+        }
+        progress => progress,
     }
 }
 
 /// An output channel holding up to `capacity` messages in flight.
 pub fn channel(capacity: usize) -> (OutputSender, OutputReceiver) {
-    let (messages_in, messages_out) = crossbeam_channel::bounded(capacity);
-    let (spent_in, spent_out) = crossbeam_channel::unbounded();
+    let (messages, received) = crossbeam_channel::bounded(capacity);
     (
-        OutputSender {
-            messages: messages_in,
-            spent: spent_out,
-        },
-        OutputReceiver {
-            messages: messages_out,
-            spent: spent_in,
-        },
+        OutputSender { messages },
+        OutputReceiver { messages: received },
     )
 }
 
@@ -312,7 +307,6 @@ pub fn run_output(
                         !subscriber.wants(view) || subscriber.offer(&chunk(subscriber.format))
                     });
                 }
-                messages.recycle(rows);
             }
             Some(OutputMessage::Progress(progress)) => {
                 stats.progress_lines += 1;

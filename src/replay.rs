@@ -67,7 +67,6 @@ pub fn replay(spec: ReplaySpec) -> Result<Replay, String> {
                         diff: *diff,
                     });
                 }
-                from_engine.recycle(rows);
             }
         }
         changes
