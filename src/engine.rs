@@ -360,9 +360,9 @@ struct SinkState {
 }
 
 /// Gathers every row change on worker 0 and, as the frontier passes each time, hands the
-/// changes of that time (consolidated on the output thread) and a progress mark to the
-/// output thread. Returns a
-/// probe of the sink's input: once it passes a time, every change before it has arrived.
+/// changes of that time (the output thread consolidates them) and a progress mark to the
+/// output thread. Returns a probe of the sink's input: once it passes a time, every change
+/// before it has arrived.
 fn collect_output(
     rows: RowStream<'_>,
     output: Option<OutputSender>,
