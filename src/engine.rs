@@ -387,10 +387,9 @@ fn collect_output(
             if bound.is_some_and(|bound| *entry.key() >= bound) {
                 break;
             }
+            // Never empty: a time's entry is made by its first row.
             let (time, rows) = entry.remove_entry();
-            if !rows.is_empty() {
-                output.send(OutputMessage::Changes { time, rows });
-            }
+            output.send(OutputMessage::Changes { time, rows });
         }
         // The final `{"progress":null}` is the worker loop's to send, after the horizon.
         let reached = |time: Option<Time>| match (time, horizon) {
