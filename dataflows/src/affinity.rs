@@ -5,9 +5,9 @@
 //! (user, item), not per event.
 
 use crate::Time;
+use crate::in_place;
 use crate::model::{CatalogItem, Category, ItemId, Score, UserId};
 use crate::scores::ScoreKey;
-use crate::shared;
 use differential_dataflow::VecCollection;
 
 /// Maintains the `affinity` view: a row per (user, category) whose sum is non-zero.
@@ -22,7 +22,7 @@ pub fn affinity<'s>(
             ((user.clone(), category.clone()), *score)
         })
         .explode(|(key, score)| Some((key, score.0 as isize)));
-    shared::count_then(weighted, |key: &(UserId, Category), total| {
-        Some((key.clone(), Score(total as i64)))
+    in_place::total(weighted, "Affinity", |key: &(UserId, Category), total| {
+        Some((key.clone(), Score(*total as i64)))
     })
 }

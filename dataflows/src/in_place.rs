@@ -1,4 +1,5 @@
-//! [`reduce_in_place`]: a per-key reduce that keeps each key's input consolidated in place.
+//! [`reduce_in_place`]: a per-key reduce that keeps each key's input consolidated in place,
+//! and [`total`]: a per-key sum kept in place.
 //!
 //! Differential's `reduce` is built for partially ordered times: at every time a key
 //! changes, it re-reads the key's history from its input trace (all batches not yet merged,
@@ -11,11 +12,22 @@
 //!
 //! Use it where the reduce's input and output arrangements are private (nothing else
 //! joins against them): a shared arrangement is held anyway.
+//!
+//! [`total`] is the same idea for sums: each key's total, one hash map entry, replaces
+//! differential's `count` (an input and an output trace). It runs every count of the
+//! engine (scores, affinity, pair co-occurrence and norms, similar-item sums, paths,
+//! segment popularity): at 200k events, all views, peak RSS fell 6% (456 → 429 MB at one
+//! worker, 476 → 445 MB at two) and user time 1–5%. The features' sums stay on
+//! differential's `count_total`: their window expiries are updates at future times, one or
+//! two per time, which a stash of per-time vectors holds less compactly than
+//! differential's batcher (peak RSS 92 → 195 MB for features alone, and slower).
 
 use crate::Time;
 use crate::stash::Stash;
-use differential_dataflow::{AsCollection, ExchangeData, Hashable, VecCollection};
+use differential_dataflow::difference::Semigroup;
+use differential_dataflow::{AsCollection, Data, ExchangeData, Hashable, VecCollection};
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::hash::Hash;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::operator::Operator;
@@ -97,9 +109,86 @@ where
                             }
                         }
                         if !changes.is_empty() {
-                            output
-                                .session(&capability.delayed(&time))
-                                .give_iterator(changes.drain(..));
+                            // At the held capability, not one made for `time`: the
+                            // records carry their times, and one capability for every
+                            // time keeps them in shared messages (a message per time
+                            // costs each operator downstream, and progress tracking).
+                            output.session(capability).give_iterator(changes.drain(..));
+                        }
+                    },
+                );
+            }
+        })
+        .as_collection()
+}
+
+/// `count_total` for totally ordered time, in place: each key's accumulated difference
+/// (a count, or any summable difference such as the features' sums), read through `then`.
+///
+/// When a key's total changes at a time, `then(key, old)` is retracted and
+/// `then(key, new)` inserted; a key whose total is zero has no output. Differential's
+/// `count_total` arranges its input (every update with its time) and reads the key's
+/// history back from that trace; here a key's state is its total, one hash map entry, and
+/// updates are applied in time order.
+pub fn total<'s, K, R, F, I>(
+    collection: VecCollection<'s, Time, K, R>,
+    name: &str,
+    mut then: F,
+) -> VecCollection<'s, Time, I::Item>
+where
+    K: ExchangeData + Hashable + Hash,
+    R: ExchangeData + Semigroup,
+    F: FnMut(&K, &R) -> I + 'static,
+    I: IntoIterator<Item: Data>,
+{
+    let mut pending: Stash<(K, R)> = Stash::default();
+    let mut totals: HashMap<K, R> = HashMap::new();
+    let exchange = Exchange::new(|update: &(K, Time, R)| update.0.hashed().into());
+    collection
+        .inner
+        .unary_frontier(exchange, name, move |_, _| {
+            let mut changes: Vec<(I::Item, isize)> = Vec::new();
+            move |(input, frontier), output| {
+                input.for_each(|capability, data| {
+                    for (key, time, diff) in data.drain(..) {
+                        pending.at(time).push((key, diff));
+                    }
+                    pending.hold(&capability);
+                });
+                let frontier = frontier.frontier();
+                pending.release(
+                    |time| !frontier.less_equal(time),
+                    |capability, time, mut updates| {
+                        differential_dataflow::consolidation::consolidate(&mut updates);
+                        for (key, diff) in updates {
+                            match totals.entry(key) {
+                                Entry::Occupied(mut entry) => {
+                                    let old = then(entry.key(), entry.get());
+                                    changes.extend(old.into_iter().map(|record| (record, -1)));
+                                    entry.get_mut().plus_equals(&diff);
+                                    if entry.get().is_zero() {
+                                        entry.remove();
+                                    } else {
+                                        let new = then(entry.key(), entry.get());
+                                        changes.extend(new.into_iter().map(|record| (record, 1)));
+                                    }
+                                }
+                                // Consolidation left no zero difference.
+                                Entry::Vacant(entry) => {
+                                    let new = then(entry.key(), &diff);
+                                    changes.extend(new.into_iter().map(|record| (record, 1)));
+                                    entry.insert(diff);
+                                }
+                            }
+                        }
+                        // A total that moved without changing what `then` makes of it (a
+                        // rounded value, a threshold not crossed) sends nothing on.
+                        differential_dataflow::consolidation::consolidate(&mut changes);
+                        if !changes.is_empty() {
+                            // At the held capability (see `reduce_in_place`).
+                            output.session(capability).give_iterator(
+                                changes.drain(..).map(|(record, diff)| (record, time, diff)),
+                            );
                         }
                     },
                 );
@@ -165,6 +254,7 @@ fn diff_into<O: Ord>(old: &[(O, isize)], new: &[(O, isize)], mut emit: impl FnMu
 mod tests {
     use super::*;
     use differential_dataflow::input::InputSession;
+    use differential_dataflow::operators::CountTotal;
     use std::sync::{Arc, Mutex};
 
     /// Collected `(record, time, diff)` output, consolidated.
@@ -179,11 +269,44 @@ mod tests {
         output.push(((u32::MAX, 0), input.len() as isize));
     }
 
-    /// Runs the same random updates through `reduce_in_place` and differential's
-    /// `reduce`, on `workers` workers, and returns both outputs.
+    /// An in-place operator and its differential counterpart, built on the same input.
+    type Pair = for<'s> fn(
+        VecCollection<'s, Time, (u32, u32)>,
+    ) -> [VecCollection<'s, Time, (u32, (u32, isize))>; 2];
+
+    fn reduces(
+        collection: VecCollection<'_, Time, (u32, u32)>,
+    ) -> [VecCollection<'_, Time, (u32, (u32, isize))>; 2] {
+        [
+            reduce_in_place(collection.clone(), "InPlace", logic),
+            collection.reduce(logic),
+        ]
+    }
+
+    /// Counts of (key, value) pairs, read through a `then` that drops some totals and
+    /// maps others to the same record, so both retractions and no-op changes occur.
+    fn totals(
+        collection: VecCollection<'_, Time, (u32, u32)>,
+    ) -> [VecCollection<'_, Time, (u32, (u32, isize))>; 2] {
+        let then = |(key, value): &(u32, u32), count: isize| {
+            (count % 3 != 0).then_some((*key, (*value, count.min(2))))
+        };
+        [
+            total(collection.clone(), "Total", move |pair, count| {
+                then(pair, *count)
+            }),
+            collection
+                .count_total()
+                .flat_map(move |(pair, count)| then(&pair, count)),
+        ]
+    }
+
+    /// Runs the same random updates through both operators of `pair`, on `workers`
+    /// workers, and returns both outputs.
     fn run(
         workers: usize,
         seed: u64,
+        pair: Pair,
     ) -> (
         Vec<((u32, (u32, isize)), Time, isize)>,
         Vec<((u32, (u32, isize)), Time, isize)>,
@@ -195,11 +318,9 @@ mod tests {
             let mut input = InputSession::<Time, (u32, u32), isize>::new();
             let (a, b) = (a.clone(), b.clone());
             let probe = worker.dataflow(|scope| {
-                let collection = input.to_collection(scope);
-                reduce_in_place(collection.clone(), "InPlace", logic)
-                    .inspect(move |update| a.lock().unwrap().push(update.clone()));
-                let (probe, _) = collection
-                    .reduce(logic)
+                let [ours, theirs] = pair(input.to_collection(scope));
+                ours.inspect(move |update| a.lock().unwrap().push(update.clone()));
+                let (probe, _) = theirs
                     .inspect(move |update| b.lock().unwrap().push(update.clone()))
                     .probe();
                 probe
@@ -248,10 +369,25 @@ mod tests {
     }
 
     #[test]
+    fn total_matches_differential_count_time_by_time() {
+        for workers in [1, 2] {
+            for seed in 1..=4 {
+                let (in_place, counted) = run(workers, seed, totals);
+                assert!(
+                    counted.len() > 100,
+                    "too few changes to compare: {}",
+                    counted.len()
+                );
+                assert_eq!(in_place, counted, "{workers} workers, seed {seed}");
+            }
+        }
+    }
+
+    #[test]
     fn matches_differential_reduce_time_by_time() {
         for workers in [1, 2] {
             for seed in 1..=4 {
-                let (in_place, reduced) = run(workers, seed);
+                let (in_place, reduced) = run(workers, seed, reduces);
                 assert!(
                     reduced.len() > 100,
                     "too few changes to compare: {}",

@@ -217,17 +217,18 @@ pub fn recs<'s>(
             (sim > 0).then(|| (item.clone(), (other, sim)))
         })
     });
-    let similar_inputs = shared::count_then(
+    let similar_inputs = crate::in_place::total(
         top_items
             .map(|(user, (item, level))| (item, (user, level)))
             .join_map(neighbors, |_item, (user, level), (other, sim)| {
                 ((user.clone(), other.clone()), level * sim)
             })
             .explode(|(key, weighted)| Some((key, weighted as isize))),
+        "SimilarInputs",
         |(user, other): &(UserId, ItemId), weighted| {
             Some((
                 user.clone(),
-                BlendInput::Similar(other.clone(), weighted as i64),
+                BlendInput::Similar(other.clone(), *weighted as i64),
             ))
         },
     );
@@ -460,12 +461,13 @@ fn segment_popularity<'s>(
     // Users with a positive score for the item, per segment, as of the period's start.
     let every = params.recs.popular_refresh_ms;
     let positive = scores.flat_map(|((user, item), score)| (score.0 > 0).then_some((user, item)));
-    let counts = shared::count_then(
+    let counts = crate::in_place::total(
         refreshed(positive, every)
             .join_map(refreshed(user_segments, every), |_user, item, segment| {
                 (segment.clone(), item.clone())
             }),
-        |key: &(Name, ItemId), users| Some((key.clone(), popularity_step(users as i64))),
+        "SegmentPopularity",
+        |key: &(Name, ItemId), users| Some((key.clone(), popularity_step(*users as i64))),
     );
     let admitted = segment_candidates(catalog, &params.segments).map(|pair| (pair, ()));
     let ruled = counts

@@ -11,6 +11,7 @@
 //! of their rows loses a fixed penalty (seed 4b, deprioritise such content).
 
 use crate::Time;
+use crate::in_place;
 use crate::model::{Event, ItemId, Score, UserId};
 use crate::params::ViewParams;
 use crate::shared;
@@ -57,9 +58,10 @@ pub fn scores<'s>(
         });
         windowed.push(sliding(scaled, boost.span_ms));
     }
-    let base = shared::count_then(
+    let base = in_place::total(
         differential_dataflow::collection::concatenate(events.scope(), windowed),
-        |key: &ScoreKey, total| Some((key.clone(), Score(total as i64))),
+        "Scores",
+        |key: &ScoreKey, total| Some((key.clone(), Score(*total as i64))),
     );
     with_rejections(
         base,

@@ -10,6 +10,7 @@
 
 use crate::Time;
 use crate::features::mean_half_up;
+use crate::in_place;
 use crate::model::{Event, EventKind, ItemId, Millis, SessionId, UserId};
 use crate::name::Name;
 use crate::params::ViewParams;
@@ -243,12 +244,13 @@ pub fn sequences<'s>(window: SessionWindow<'s>, params: &ViewParams) -> Sequence
         OriginRow::Next(next) => Some((origin.clone(), next.clone())),
         OriginRow::To(..) => None,
     });
-    let paths = shared::count_then(
+    let paths = in_place::total(
         facts.clone().flat_map_ref(|_session, fact| match fact {
             Fact::Path(path) => Some(path.clone()),
             _ => None,
         }),
-        |path: &Vec<Name>, count| Some((path.clone(), count as u64)),
+        "Paths",
+        |path: &Vec<Name>, count| Some((path.clone(), *count as u64)),
     );
     let funnel_steps = sequence.funnel.clone();
     let funnel = shared::reduce_then(

@@ -86,26 +86,6 @@ where
     reduce_arranged(by_key(collection, name), name, logic).flat_map_ref(then)
 }
 
-/// `count`, read through `then` (see [`reduce_then`]).
-pub fn count_then<'s, K, F, I>(
-    collection: VecCollection<'s, Time, K>,
-    mut then: F,
-) -> VecCollection<'s, Time, I::Item>
-where
-    K: ExchangeData + Hashable,
-    F: FnMut(&K, isize) -> I + 'static,
-    I: IntoIterator<Item: differential_dataflow::Data>,
-{
-    collection
-        .arrange_by_self_named("Arrange: Count")
-        .reduce_abelian::<_, ValBuilder<K, isize, Time, isize>, ValSpine<K, isize, Time, isize>, _, _>(
-            "Count",
-            |_key, input, output| output.push((input[0].1, 1)),
-            keyed,
-        )
-        .flat_map_ref(move |key, count| then(key, *count))
-}
-
 /// Inner join of two arrangements on their key.
 pub fn join<'s, K, V1, V2, D, L>(
     left: ByKey<'s, K, V1>,

@@ -17,6 +17,7 @@
 //! popular item's neighbours are re-ranked whenever anyone's level for it changes.
 
 use crate::Time;
+use crate::in_place;
 use crate::model::{ItemId, Score, UserId};
 use crate::scores::ScoreKey;
 use crate::shared;
@@ -106,24 +107,26 @@ pub fn similar<'s>(
 ) -> VecCollection<'s, Time, (ItemId, Neighbors)> {
     let top = refreshed(top, params.refresh_ms);
     // Sums travel as differences: a weight w becomes w copies of the record.
-    let norms = shared::count_then(
+    let norms = in_place::total(
         top.clone()
             .explode(|(_user, (item, level))| Some((item, level as isize))),
-        |item: &ItemId, norm| Some((item.clone(), norm as i64)),
+        "Norms",
+        |item: &ItemId, norm| Some((item.clone(), *norm as i64)),
     );
     // Read by both ends of every pair: arranged once.
     let norms = shared::by_key(norms, "Norms");
     // A pair's users and its summed weight travel in one difference: the weight in the low
     // 32 bits, one user in the high ones (so a pair's count is users · 2³² + Σ weight).
     let (k, min_users) = (params.k, params.min_users as i64);
-    let co = shared::count_then(
+    let co = in_place::total(
         top.clone()
             .join_map(top, |_user, (a, wa), (b, wb)| {
                 (a != b).then(|| ((a.clone(), b.clone()), *wa.min(wb)))
             })
             .explode(|pair| pair.map(|(items, weight)| (items, (USER_UNIT + weight) as isize))),
+        "Pairs",
         move |(a, b): &(ItemId, ItemId), packed| {
-            let (users, co) = (packed as i64 >> 32, packed as i64 & (USER_UNIT - 1));
+            let (users, co) = (*packed as i64 >> 32, *packed as i64 & (USER_UNIT - 1));
             (users >= min_users).then(|| (a.clone(), (b.clone(), co)))
         },
     );
