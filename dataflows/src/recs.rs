@@ -163,7 +163,15 @@ enum BlendInput {
     Ranked(Source, RankedItems),
     /// Excluded: purchased, or negatively scored by the user.
     Excluded(ItemId),
+    /// The items the content rule of the user's segment admits, sorted: the user's
+    /// personal candidates among them get the `segment` boost. One record per user, shared
+    /// by the segment, where a record per admitted candidate was a join and an arrangement
+    /// the size of all users' candidates, updated on every change of a candidate's value.
+    Admitted(AdmittedItems),
 }
+
+/// A segment's admitted items, sorted. Shared by the segment's users within a worker.
+type AdmittedItems = Arc<Vec<ItemId>>;
 
 /// The collections the blend reads; the optional ones are absent when their view is not
 /// built (no ALS model, no segments).
@@ -299,20 +307,24 @@ pub fn recs<'s>(
             .distinct()
             .map(|user| (user, Name::new("all"))),
     };
-    // Segment rules (seed 2c) raise the personal candidates the user's segment admits.
-    let admitted = segment_candidates(catalog.clone(), &params.segments).map(|pair| (pair, ()));
-    let segment_of = shared::by_key(user_segments.clone(), "UserSegments");
-    inputs.push(
-        shared::join(
-            candidate_items.clone(),
-            segment_of.clone(),
-            |user, item, segment| ((segment.clone(), item.clone()), user.clone()),
-        )
-        .join_map(admitted, |(_, item), user, ()| {
-            let boost = BlendInput::Candidate(item.clone(), Source::Segment, 10_000);
-            (user.clone(), boost)
-        }),
+    // Segment rules (seed 2c) raise the personal candidates the user's segment admits:
+    // each user reads their segment's admitted items, and the blend boosts.
+    let admitted = segment_candidates(catalog.clone(), &params.segments).reduce_named(
+        "Admitted",
+        |_segment, input, output| {
+            let items: Vec<ItemId> = input.iter().map(|(item, _)| (*item).clone()).collect();
+            output.push((Arc::new(items), 1));
+        },
     );
+    inputs.push(
+        user_segments
+            .clone()
+            .map(|(user, segment)| (segment, user))
+            .join_map(admitted, |_segment, user, items| {
+                (user.clone(), BlendInput::Admitted(items.clone()))
+            }),
+    );
+    let segment_of = shared::by_key(user_segments.clone(), "UserSegments");
     // Cold start: users with fewer than K personal candidates also get their segment's
     // popular items (all, and those its rule admits). Only they: a segment's lists would
     // otherwise reach every user in it each time they change.
@@ -388,6 +400,10 @@ fn blend<'a>(
     let mut similar: BTreeMap<&ItemId, i64> = BTreeMap::new();
     let mut values: BTreeMap<&ItemId, [i64; 5]> = BTreeMap::new();
     let mut excluded: BTreeSet<&ItemId> = BTreeSet::new();
+    // Candidates from the personal sources the strategy has on: the ones a segment
+    // boost can raise.
+    let mut personal: BTreeSet<&ItemId> = BTreeSet::new();
+    let mut admitted: Option<&AdmittedItems> = None;
     let mut offer = |item: &'a ItemId, source: Source, value: i64| {
         let slot = &mut values.entry(item).or_default()[source as usize];
         *slot = (*slot).max(value);
@@ -395,8 +411,18 @@ fn blend<'a>(
     for input in inputs {
         match input {
             BlendInput::Top(_, level) => levels += level,
-            BlendInput::Similar(other, weighted) => *similar.entry(other).or_default() += weighted,
-            BlendInput::Candidate(item, source, value) => offer(item, *source, *value),
+            BlendInput::Similar(other, weighted) => {
+                *similar.entry(other).or_default() += weighted;
+                if weights[Source::Similar as usize] > 0 {
+                    personal.insert(other);
+                }
+            }
+            BlendInput::Candidate(item, source, value) => {
+                offer(item, *source, *value);
+                if weights[*source as usize] > 0 {
+                    personal.insert(item);
+                }
+            }
             BlendInput::Ranked(source, items) => {
                 for (item, value) in items.iter() {
                     offer(item, *source, *value);
@@ -404,6 +430,14 @@ fn blend<'a>(
             }
             BlendInput::Excluded(item) => {
                 excluded.insert(item);
+            }
+            BlendInput::Admitted(items) => admitted = Some(items),
+        }
+    }
+    if let Some(admitted) = admitted {
+        for item in personal {
+            if admitted.binary_search(item).is_ok() {
+                offer(item, Source::Segment, 10_000);
             }
         }
     }
