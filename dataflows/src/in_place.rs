@@ -123,7 +123,7 @@ where
 }
 
 /// `count_total` for totally ordered time, in place: each key's accumulated difference
-/// (a count, or any summable difference such as the features' sums), read through `then`.
+/// (a count, or any other summable difference), read through `then`.
 ///
 /// When a key's total changes at a time, `then(key, old)` is retracted and
 /// `then(key, new)` inserted; a key whose total is zero has no output. Differential's
