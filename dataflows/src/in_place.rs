@@ -65,12 +65,7 @@ where
             let mut produced: Vec<(O, isize)> = Vec::new();
             let mut changes: Vec<((K, O), Time, isize)> = Vec::new();
             move |(input, frontier), output| {
-                input.for_each(|capability, data| {
-                    for (record, time, diff) in data.drain(..) {
-                        pending.at(time).push((record, diff));
-                    }
-                    pending.hold(&capability);
-                });
+                input.for_each(|capability, data| pending.take(&capability, data));
                 let frontier = frontier.frontier();
                 pending.release(
                     |time| !frontier.less_equal(time),
@@ -149,12 +144,7 @@ where
         .unary_frontier(exchange, name, move |_, _| {
             let mut changes: Vec<(I::Item, isize)> = Vec::new();
             move |(input, frontier), output| {
-                input.for_each(|capability, data| {
-                    for (key, time, diff) in data.drain(..) {
-                        pending.at(time).push((key, diff));
-                    }
-                    pending.hold(&capability);
-                });
+                input.for_each(|capability, data| pending.take(&capability, data));
                 let frontier = frontier.frontier();
                 pending.release(
                     |time| !frontier.less_equal(time),

@@ -24,6 +24,17 @@ impl<T> Default for Stash<T> {
     }
 }
 
+impl<D, R> Stash<(D, R)> {
+    /// Stashes an input message's updates at their own times and holds a capability for
+    /// them (every time in a message is at or after its capability's).
+    pub fn take(&mut self, capability: &InputCapability<Time>, data: &mut Vec<(D, Time, R)>) {
+        for (record, time, diff) in data.drain(..) {
+            self.at(time).push((record, diff));
+        }
+        self.hold(capability);
+    }
+}
+
 impl<T> Stash<T> {
     /// The updates waiting for `time`, to push to. Call [`Stash::hold`] with the capability
     /// of the message they came in before the operator returns.
