@@ -189,7 +189,7 @@ where
 
 /// Merges sorted, consolidated `updates` into the sorted, consolidated `input`, dropping
 /// values whose count reaches zero.
-fn apply<'a, V: Ord + Clone + 'a>(
+pub(crate) fn apply<'a, V: Ord + Clone + 'a>(
     input: &mut Vec<(V, isize)>,
     updates: impl ExactSizeIterator<Item = (&'a V, isize)>,
 ) {

@@ -7,6 +7,7 @@
 pub mod affinity;
 pub mod als;
 pub mod assignment;
+pub mod blend;
 pub mod experiments;
 pub mod features;
 pub mod in_place;

@@ -24,10 +24,12 @@
 //! (then by id), so it moves in steps. A user's own state (top items, position, purchases,
 //! segment) re-ranks their list at once.
 //!
-//! One reduce per user holds all of its candidates, so the view changes only when the
-//! top-K list, a rank or a score does.
+//! This module gathers the sources; [`crate::blend`] holds each user's inputs and the
+//! shared lists in one operator and blends, so the view changes only when the top-K list,
+//! a rank or a score does.
 
 use crate::Time;
+use crate::blend::{RankedItems, SharedInput, UserInput};
 use crate::experiments::Experiment;
 use crate::model::{CatalogItem, Event, EventKind, ItemId, Score, UserId};
 use crate::name::Name;
@@ -41,7 +43,6 @@ use crate::windows::{refreshed, sliding};
 use differential_dataflow::VecCollection;
 use differential_dataflow::hashable::Hashable;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// The blend's sources, in the order they win ties for `reason`.
@@ -136,10 +137,6 @@ impl Strategies {
     }
 }
 
-/// A segment's `popular_items` best items with their values, best first. Shared: within a
-/// worker every cold-start user of the segment holds the same list.
-type RankedItems = Arc<Vec<(ItemId, i64)>>;
-
 /// One recommended item: its blended score (ten-thousandths) and main source.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Rec {
@@ -147,31 +144,6 @@ pub struct Rec {
     pub score: i64,
     pub reason: Source,
 }
-
-/// What one user's blend reads.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-enum BlendInput {
-    /// One of the user's top items and its intent level.
-    Top(ItemId, i64),
-    /// Σ `level(i) · sim(i, j)` over the user's top items `i` with neighbour `j`.
-    Similar(ItemId, i64),
-    /// A candidate with a source's value (not `Similar`).
-    Candidate(ItemId, Source, i64),
-    /// A segment's ranked list from one source (`Popular` or `Segment`), as candidates.
-    /// Cold-start users read it as one record shared by the segment, not one per item:
-    /// that was half of the blend's input records, repeated for every such user.
-    Ranked(Source, RankedItems),
-    /// Excluded: purchased, or negatively scored by the user.
-    Excluded(ItemId),
-    /// The items the content rule of the user's segment admits, sorted: the user's
-    /// personal candidates among them get the `segment` boost. One record per user, shared
-    /// by the segment, where a record per admitted candidate was a join and an arrangement
-    /// the size of all users' candidates, updated on every change of a candidate's value.
-    Admitted(AdmittedItems),
-}
-
-/// A segment's admitted items, sorted. Shared by the segment's users within a worker.
-type AdmittedItems = Arc<Vec<ItemId>>;
 
 /// The collections the blend reads; the optional ones are absent when their view is not
 /// built (no ALS model, no segments).
@@ -204,100 +176,47 @@ pub fn recs<'s>(
     } = sources;
     let span = params.windows.span_ms;
     let scope = events.scope();
-    let mut inputs = Vec::new();
 
-    inputs.push(
-        top_items
-            .clone()
-            .map(|(user, (item, level))| (user, BlendInput::Top(item, level))),
-    );
-    // Every source's value enters the blend at two decimals, and neighbour lists enter as
-    // one record per neighbour: a list change reaches the users of the item only through
-    // the entries whose rounded value changed, and a user's list changes only when
-    // something they would notice does.
-    // A source value that rounds to 0 does not make a candidate (here: neighbours whose
-    // similarity rounds to 0; also `next` and ALS entries below). The sum over the user's top
-    // items is kept per (user, candidate), so the blend reads one record per candidate.
-    let every = params.recs.shared_refresh_ms;
-    let neighbors = refreshed(similar, every).flat_map(|(item, neighbors)| {
-        neighbors.into_iter().filter_map(move |(other, sim)| {
-            let sim = hundredths(sim);
-            (sim > 0).then(|| (item.clone(), (other, sim)))
-        })
-    });
-    let similar_inputs = crate::in_place::total(
-        top_items
-            .map(|(user, (item, level))| (item, (user, level)))
-            .join_map(neighbors, |_item, (user, level), (other, sim)| {
-                ((user.clone(), other.clone()), level * sim)
-            })
-            .explode(|(key, weighted)| Some((key, weighted as isize))),
-        "SimilarInputs",
-        |(user, other): &(UserId, ItemId), weighted| {
-            Some((
-                user.clone(),
-                BlendInput::Similar(other.clone(), *weighted as i64),
-            ))
-        },
-    );
-
-    // The user's position: the item of their latest event in the window.
-    let positions = shared::reduce_then(
+    // Each user's own inputs.
+    let mut users = vec![
+        top_items.map(|(user, (item, level))| (user, UserInput::Top(item, level))),
+        // Every windowed event with an item: the latest is the user's position.
         sliding(
             events.clone().flat_map(|event| {
                 let user = event.user;
-                event.item.map(|item| (user, (event.ts, item)))
+                event
+                    .item
+                    .map(|item| (user, UserInput::Visit(event.ts, item)))
             }),
             span,
         ),
-        "Position",
-        |_user, input, output| {
-            let ((_, item), _) = input[input.len() - 1];
-            output.push((item.clone(), 1));
-        },
-        |user: &UserId, item: &ItemId| Some((item.clone(), user.clone())),
-    );
-    // Rounded (and zeros dropped) before the join, one record per entry: a `next` list
-    // whose rounded values did not change, or an entry that did not, reaches no user.
-    let item_next = refreshed(next, every).flat_map(|((kind, from), steps)| {
-        let from = ItemId(from);
-        steps
-            .into_iter()
-            .filter(move |_| kind == StepKind::Item)
-            .filter_map(move |(to, p)| {
-                let value = hundredths(p);
-                (value > 0).then(|| (from.clone(), (ItemId(to), value)))
-            })
-    });
-    let next_inputs = positions.join_map(item_next, |_item, user, (to, value)| {
-        let candidate = BlendInput::Candidate(to.clone(), Source::Next, *value);
-        (user.clone(), candidate)
-    });
-    let mut personal = similar_inputs.concat(next_inputs);
+        sliding(
+            events.flat_map(|event| {
+                let purchase = event.kind == EventKind::Purchase;
+                let user = event.user;
+                event
+                    .item
+                    .filter(|_| purchase)
+                    .map(|item| (user, UserInput::Excluded(item)))
+            }),
+            span,
+        ),
+        scores.clone().flat_map(|((user, item), score)| {
+            (score.0 < 0).then_some((user, UserInput::Excluded(item)))
+        }),
+    ];
+    // Every source's value enters the blend at two decimals (a source value that rounds
+    // to 0 makes no candidate), so a list whose rounded values did not change reaches no
+    // user, and a user's list changes only when something they would notice does.
     if let Some(als) = als {
-        personal = personal.concat(als.flat_map(|(user, candidates)| {
+        users.push(als.flat_map(|(user, candidates)| {
             candidates.into_iter().filter_map(move |(item, units)| {
                 let value = hundredths(units.clamp(0, 10_000));
-                let candidate = BlendInput::Candidate(item, Source::Als, value);
+                let candidate = UserInput::Candidate(item, Source::Als, value);
                 (value > 0).then(|| (user.clone(), candidate))
             })
         }));
     }
-    inputs.push(personal.clone());
-    // Personal candidates of the sources the user's strategy has on.
-    let strategies = Strategies::new(params);
-    let candidate_items = personal.flat_map(move |(user, input)| {
-        let (item, source) = match input {
-            BlendInput::Similar(item, _) => (item, Source::Similar),
-            BlendInput::Candidate(item, source, _) => (item, source),
-            _ => return None,
-        };
-        let (_, weights) = strategies.of(&user);
-        (weights[source as usize] > 0).then_some((user, item))
-    });
-    // Arranged once: the segment-rule join and the cold-start count both read it.
-    let candidate_items = shared::by_key(candidate_items, "PersonalCandidates");
-
     // Segments: each user's, or one `all` segment for everyone scored.
     let user_segments = match segments {
         Some(segments) => segments,
@@ -307,172 +226,50 @@ pub fn recs<'s>(
             .distinct()
             .map(|user| (user, Name::new("all"))),
     };
-    // Segment rules (seed 2c) raise the personal candidates the user's segment admits:
-    // each user reads their segment's admitted items, and the blend boosts.
-    let admitted = segment_candidates(catalog.clone(), &params.segments).reduce_named(
-        "Admitted",
-        |_segment, input, output| {
-            let items: Vec<ItemId> = input.iter().map(|(item, _)| (*item).clone()).collect();
-            output.push((Arc::new(items), 1));
-        },
-    );
-    inputs.push(
+    users.push(
         user_segments
             .clone()
-            .map(|(user, segment)| (segment, user))
-            .join_map(admitted, |_segment, user, items| {
-                (user.clone(), BlendInput::Admitted(items.clone()))
-            }),
-    );
-    let segment_of = shared::by_key(user_segments.clone(), "UserSegments");
-    // Cold start: users with fewer than K personal candidates also get their segment's
-    // popular items (all, and those its rule admits). Only they: a segment's lists would
-    // otherwise reach every user in it each time they change.
-    let k = params.recs.k;
-    let enough = shared::reduce(
-        candidate_items,
-        "PersonalCandidates",
-        move |_user, input, output| {
-            if input.len() >= k {
-                output.push(((), 1));
-            }
-        },
-    );
-    // Users without enough candidates: all users with a segment, less those with enough
-    // (an antijoin on the shared arrangement of segments).
-    let with_enough = shared::join(
-        segment_of,
-        shared::by_key(enough, "Enough"),
-        |user, segment, ()| (user.clone(), segment.clone()),
-    );
-    let popular = segment_popularity(scores.clone(), user_segments.clone(), catalog, params);
-    inputs.push(
-        user_segments
-            .concat(with_enough.negate())
-            .map(|(user, segment)| (segment, user))
-            .join_map(popular, |_segment, user, (source, items)| {
-                (user.clone(), BlendInput::Ranked(*source, items.clone()))
-            }),
+            .map(|(user, segment)| (user, UserInput::InSegment(segment))),
     );
 
-    let purchased = sliding(
-        events.flat_map(|event| {
-            let purchase = event.kind == EventKind::Purchase;
-            let user = event.user;
-            event
-                .item
-                .filter(|_| purchase)
-                .map(|item| (user, BlendInput::Excluded(item)))
+    // The lists users share, one record per entry.
+    let every = params.recs.shared_refresh_ms;
+    let mut shared = vec![
+        refreshed(similar, every).flat_map(|(item, neighbors)| {
+            neighbors.into_iter().filter_map(move |(other, sim)| {
+                let sim = hundredths(sim);
+                (sim > 0).then(|| SharedInput::Neighbor(item.clone(), other, sim))
+            })
         }),
-        span,
+        refreshed(next, every).flat_map(|((kind, from), steps)| {
+            let from = ItemId(from);
+            steps
+                .into_iter()
+                .filter(move |_| kind == StepKind::Item)
+                .filter_map(move |(to, p)| {
+                    let value = hundredths(p);
+                    (value > 0).then(|| SharedInput::Next(from.clone(), ItemId(to), value))
+                })
+        }),
+        segment_candidates(catalog.clone(), &params.segments)
+            .map(|(segment, item)| SharedInput::Admitted(segment, item)),
+    ];
+    shared.push(
+        segment_popularity(scores, user_segments, catalog, params)
+            .map(|(segment, (source, items))| SharedInput::Ranked(segment, source, items)),
     );
-    inputs.push(purchased);
-    inputs.push(scores.flat_map(|((user, item), score)| {
-        (score.0 < 0).then_some((user, BlendInput::Excluded(item)))
-    }));
 
-    let strategies = Strategies::new(params);
-    crate::in_place::reduce_in_place(
-        differential_dataflow::collection::concatenate(scope, inputs),
-        "Recs",
-        move |user, input, output| {
-            let (_, weights) = strategies.of(user);
-            let list = blend(input.iter().map(|(entry, _)| *entry), &weights, k);
-            if !list.is_empty() {
-                output.push((list, 1));
-            }
-        },
+    crate::blend::blend_users(
+        differential_dataflow::collection::concatenate(scope, users),
+        differential_dataflow::collection::concatenate(scope, shared),
+        Strategies::new(params),
+        params.recs.k,
     )
 }
 
 /// Ten-thousandths rounded half up to whole hundredths (0.1234 → 0.12).
 fn hundredths(units: i64) -> i64 {
     (units + 50).div_euclid(100) * 100
-}
-
-/// One user's top-K from their blend inputs.
-fn blend<'a>(
-    inputs: impl Iterator<Item = &'a BlendInput>,
-    weights: &[i64; 5],
-    k: usize,
-) -> Vec<Rec> {
-    let mut levels = 0i64;
-    let mut similar: BTreeMap<&ItemId, i64> = BTreeMap::new();
-    let mut values: BTreeMap<&ItemId, [i64; 5]> = BTreeMap::new();
-    let mut excluded: BTreeSet<&ItemId> = BTreeSet::new();
-    // Candidates from the personal sources the strategy has on: the ones a segment
-    // boost can raise.
-    let mut personal: BTreeSet<&ItemId> = BTreeSet::new();
-    let mut admitted: Option<&AdmittedItems> = None;
-    let mut offer = |item: &'a ItemId, source: Source, value: i64| {
-        let slot = &mut values.entry(item).or_default()[source as usize];
-        *slot = (*slot).max(value);
-    };
-    for input in inputs {
-        match input {
-            BlendInput::Top(_, level) => levels += level,
-            BlendInput::Similar(other, weighted) => {
-                *similar.entry(other).or_default() += weighted;
-                if weights[Source::Similar as usize] > 0 {
-                    personal.insert(other);
-                }
-            }
-            BlendInput::Candidate(item, source, value) => {
-                offer(item, *source, *value);
-                if weights[*source as usize] > 0 {
-                    personal.insert(item);
-                }
-            }
-            BlendInput::Ranked(source, items) => {
-                for (item, value) in items.iter() {
-                    offer(item, *source, *value);
-                }
-            }
-            BlendInput::Excluded(item) => {
-                excluded.insert(item);
-            }
-            BlendInput::Admitted(items) => admitted = Some(items),
-        }
-    }
-    if let Some(admitted) = admitted {
-        for item in personal {
-            if admitted.binary_search(item).is_ok() {
-                offer(item, Source::Segment, 10_000);
-            }
-        }
-    }
-    for (item, weighted) in similar {
-        values.entry(item).or_default()[Source::Similar as usize] =
-            crate::features::mean_half_up(weighted, levels);
-    }
-    // Ranked by reference; only the K kept are cloned (a user has several times K
-    // candidates once the segment lists are in).
-    let mut ranked: Vec<(i64, &ItemId, Source)> = values
-        .into_iter()
-        .filter(|(item, _)| !excluded.contains(item))
-        .filter_map(|(item, by_source)| {
-            let mut total = 0;
-            let mut best = (0, Source::Similar);
-            for source in Source::ALL {
-                let part = weights[source as usize] * by_source[source as usize];
-                total += part;
-                if part > best.0 {
-                    best = (part, source);
-                }
-            }
-            (total > 0).then_some(((total + 500) / 1_000, item, best.1))
-        })
-        .collect();
-    ranked.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-    ranked.truncate(k);
-    ranked
-        .into_iter()
-        .map(|(score, item, reason)| Rec {
-            item: item.clone(),
-            score,
-            reason,
-        })
-        .collect()
 }
 
 /// The power of two at or below `n` (0 for 0): popularity in steps that rarely change.

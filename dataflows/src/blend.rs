@@ -1,0 +1,521 @@
+//! The `recs` blend as one operator: each user's own inputs, kept in place, read against
+//! the lists every user shares (item neighbours, next steps, segment lists), kept once
+//! per worker.
+//!
+//! Differential would express the blend as joins: each user's top items with the items'
+//! neighbours, their position with the position's next steps, their segment with the
+//! segment's lists, then a count of their candidates for the cold-start rule. Each of
+//! those keeps an arrangement per side and moves records through it whenever either side
+//! changes: a top item's new level re-sent every neighbour of the item, and a candidate's
+//! new value moved it through three operators before the blend saw it. Here the shared
+//! lists are broadcast (every worker holds them all; they are small: a neighbour list
+//! per item, a next list per item, two lists per segment), a user's inputs are
+//! consolidated in place as in [`crate::in_place`], and the blend reads the shared lists
+//! directly when it runs. An index from each shared key (item, segment) to the local
+//! users that read it finds the users to re-blend when a shared list changes.
+//!
+//! Same results, time by time, as the joins: at each time, every update at that time is
+//! applied first (shared and per-user), then every user whose inputs or read lists
+//! changed is blended once, and the change of their list is emitted.
+
+use crate::Time;
+use crate::features::mean_half_up;
+use crate::in_place::apply;
+use crate::model::{ItemId, Millis, UserId};
+use crate::name::Name;
+use crate::recs::{Rec, Source, Strategies};
+use crate::stash::Stash;
+use differential_dataflow::{AsCollection, Hashable, VecCollection};
+use serde::{Deserialize, Serialize};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::Hash;
+use std::sync::Arc;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::vec::Broadcast;
+
+/// A segment's ranked list from one source, best first, with each item's value. Shared
+/// within a worker by every user of the segment who reads it.
+pub type RankedItems = Arc<Vec<(ItemId, i64)>>;
+
+/// One of a user's own blend inputs.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum UserInput {
+    /// One of the user's top items and its intent level: the `similar` source reads the
+    /// item's neighbours.
+    Top(ItemId, i64),
+    /// An event of the user's in the window, with its item: the latest is the user's
+    /// position, whose next steps are the `next` source.
+    Visit(Millis, ItemId),
+    /// A candidate with its value from a per-user source (ALS).
+    Candidate(ItemId, Source, i64),
+    /// Excluded: purchased, or negatively scored by the user.
+    Excluded(ItemId),
+    /// The user's segment: its content rule boosts their personal candidates, and its
+    /// popular lists are their cold-start candidates.
+    InSegment(Name),
+}
+
+/// A record of the lists every user may read.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum SharedInput {
+    /// `(item, neighbour, similarity in ten-thousandths, rounded to hundredths, > 0)`.
+    Neighbor(ItemId, ItemId, i64),
+    /// `(from item, to item, p in ten-thousandths, rounded to hundredths, > 0)`.
+    Next(ItemId, ItemId, i64),
+    /// `(segment, item its content rule admits)`.
+    Admitted(Name, ItemId),
+    /// A segment's ranked list from `Popular` or `Segment`.
+    Ranked(Name, Source, RankedItems),
+}
+
+/// A user's consolidated inputs (sorted, nonzero counts) and their current list.
+struct UserState {
+    input: Vec<(UserInput, isize)>,
+    list: Vec<Rec>,
+    /// Whether the last blend found fewer than K personal candidates: only such users
+    /// read their segment's ranked lists.
+    cold_start: bool,
+}
+
+impl UserState {
+    /// The item of the user's latest event in the window (the last `Visit`: visits sort by
+    /// time, then item).
+    fn position(&self) -> Option<&ItemId> {
+        self.input.iter().rev().find_map(|(input, _)| match input {
+            UserInput::Visit(_, item) => Some(item),
+            _ => None,
+        })
+    }
+}
+
+/// One item's neighbours or next steps with their values, sorted and consolidated.
+type ItemValues = Vec<((ItemId, i64), isize)>;
+
+/// One segment's ranked lists, sorted and consolidated.
+type RankedLists = Vec<((Source, RankedItems), isize)>;
+
+/// The shared lists, each sorted and consolidated, as one worker holds them.
+#[derive(Default)]
+struct SharedLists {
+    neighbors: HashMap<ItemId, ItemValues>,
+    next: HashMap<ItemId, ItemValues>,
+    admitted: HashMap<Name, Vec<(ItemId, isize)>>,
+    ranked: HashMap<Name, RankedLists>,
+}
+
+/// Which local users read each shared key, to re-blend them when its list changes.
+#[derive(Default)]
+struct Readers {
+    /// Item → users with it among their top items (with multiplicity).
+    by_top_item: HashMap<ItemId, HashMap<UserId, isize>>,
+    /// Item → users positioned on it.
+    by_position: HashMap<ItemId, HashMap<UserId, isize>>,
+    /// Segment → users in it (with multiplicity).
+    by_segment: HashMap<Name, HashMap<UserId, isize>>,
+}
+
+/// Adds `diff` to `user`'s count under `key`, dropping zeros.
+fn count<K: Hash + Eq>(
+    index: &mut HashMap<K, HashMap<UserId, isize>>,
+    key: K,
+    user: &UserId,
+    diff: isize,
+) {
+    let users = index.entry(key).or_default();
+    let slot = users.entry(user.clone()).or_default();
+    *slot += diff;
+    if *slot == 0 {
+        users.remove(user);
+    }
+}
+
+/// Removes the keys of `index` whose reader sets emptied.
+fn prune<K: Hash + Eq>(index: &mut HashMap<K, HashMap<UserId, isize>>, keys: &[K]) {
+    for key in keys {
+        if index.get(key).is_some_and(HashMap::is_empty) {
+            index.remove(key);
+        }
+    }
+}
+
+/// Applies one key's sorted, consolidated updates to a map of lists, dropping emptied lists.
+fn apply_list<K: Hash + Eq, V: Ord + Clone>(
+    lists: &mut HashMap<K, Vec<(V, isize)>>,
+    key: K,
+    updates: &[(V, isize)],
+) {
+    let updates = updates.iter().map(|(value, diff)| (value, *diff));
+    match lists.entry(key) {
+        Entry::Occupied(mut entry) => {
+            apply(entry.get_mut(), updates);
+            if entry.get().is_empty() {
+                entry.remove();
+            }
+        }
+        Entry::Vacant(entry) => {
+            let mut list = Vec::new();
+            apply(&mut list, updates);
+            if !list.is_empty() {
+                entry.insert(list);
+            }
+        }
+    }
+}
+
+/// What waits in the stash: an update of either input.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Pending {
+    User(UserId, UserInput),
+    Shared(SharedInput),
+}
+
+/// Maintains each user's top-`k` list from their own inputs (`users`) and the shared lists
+/// (`shared`), with each user's strategy weights.
+pub fn blend_users<'s>(
+    users: VecCollection<'s, Time, (UserId, UserInput)>,
+    shared: VecCollection<'s, Time, SharedInput>,
+    strategies: Strategies,
+    k: usize,
+) -> VecCollection<'s, Time, (UserId, Vec<Rec>)> {
+    let mut pending: Stash<(Pending, isize)> = Stash::default();
+    let mut states: HashMap<UserId, UserState> = HashMap::new();
+    let mut lists = SharedLists::default();
+    let mut readers = Readers::default();
+    let exchange = Exchange::new(|update: &((UserId, UserInput), Time, isize)| update.0.0.hashed());
+    users
+        .inner
+        .binary_frontier(
+            shared.inner.broadcast(),
+            exchange,
+            Pipeline,
+            "Recs",
+            move |_, _| {
+                let mut changes: Vec<((UserId, Vec<Rec>), Time, isize)> = Vec::new();
+                move |(users, users_frontier), (shared, shared_frontier), output| {
+                    users.for_each(|capability, data| {
+                        for ((user, input), time, diff) in data.drain(..) {
+                            pending.at(time).push((Pending::User(user, input), diff));
+                        }
+                        pending.hold(&capability);
+                    });
+                    shared.for_each(|capability, data| {
+                        for (input, time, diff) in data.drain(..) {
+                            pending.at(time).push((Pending::Shared(input), diff));
+                        }
+                        pending.hold(&capability);
+                    });
+                    pending.release(
+                        |time| {
+                            !users_frontier.less_equal(time) && !shared_frontier.less_equal(time)
+                        },
+                        |capability, time, mut updates| {
+                            differential_dataflow::consolidation::consolidate(&mut updates);
+                            // Shared updates sort after every user's.
+                            let split = updates
+                                .partition_point(|(update, _)| matches!(update, Pending::User(..)));
+                            let shared_updates = updates.split_off(split);
+                            let mut dirty = BTreeSet::new();
+                            apply_users(updates, &mut states, &mut readers, &mut dirty);
+                            apply_shared(shared_updates, &mut lists, &readers, &states, &mut dirty);
+                            for user in dirty {
+                                let Some(state) = states.get_mut(&user) else {
+                                    continue;
+                                };
+                                let (_, weights) = strategies.of(&user);
+                                let (list, cold_start) = blend(&state.input, &lists, &weights, k);
+                                state.cold_start = cold_start;
+                                if list != state.list {
+                                    if !state.list.is_empty() {
+                                        let old = std::mem::take(&mut state.list);
+                                        changes.push(((user.clone(), old), time, -1));
+                                    }
+                                    if !list.is_empty() {
+                                        changes.push(((user.clone(), list.clone()), time, 1));
+                                    }
+                                    state.list = list;
+                                }
+                                if state.input.is_empty() {
+                                    states.remove(&user);
+                                }
+                            }
+                            if !changes.is_empty() {
+                                // At the held capability (see `in_place::reduce_in_place`).
+                                output.session(capability).give_iterator(changes.drain(..));
+                            }
+                        },
+                    );
+                }
+            },
+        )
+        .as_collection()
+}
+
+/// Applies one time's per-user updates (sorted by user, consolidated), keeps the readers'
+/// index current, and marks users whose blend may have changed.
+fn apply_users(
+    updates: Vec<(Pending, isize)>,
+    states: &mut HashMap<UserId, UserState>,
+    readers: &mut Readers,
+    dirty: &mut BTreeSet<UserId>,
+) {
+    let mut rest = &updates[..];
+    let mut group: Vec<(UserInput, isize)> = Vec::new();
+    while let Some((Pending::User(user, _), _)) = rest.first() {
+        group.clear();
+        let len = rest
+            .iter()
+            .take_while(|(update, _)| matches!(update, Pending::User(u, _) if u == user))
+            .count();
+        for (update, diff) in &rest[..len] {
+            if let Pending::User(_, input) = update {
+                group.push((input.clone(), *diff));
+            }
+        }
+        rest = &rest[len..];
+        let state = states.entry(user.clone()).or_insert_with(|| UserState {
+            input: Vec::new(),
+            list: Vec::new(),
+            cold_start: false,
+        });
+        let before = state.position().cloned();
+        apply(
+            &mut state.input,
+            group.iter().map(|(input, diff)| (input, *diff)),
+        );
+        let after = state.position().cloned();
+        let mut changed = before != after;
+        let (mut tops, mut segments) = (Vec::new(), Vec::new());
+        for (input, diff) in &group {
+            match input {
+                UserInput::Visit(..) => {}
+                UserInput::Top(item, _) => {
+                    count(&mut readers.by_top_item, item.clone(), user, *diff);
+                    tops.push(item.clone());
+                    changed = true;
+                }
+                UserInput::InSegment(segment) => {
+                    count(&mut readers.by_segment, segment.clone(), user, *diff);
+                    segments.push(segment.clone());
+                    changed = true;
+                }
+                UserInput::Candidate(..) | UserInput::Excluded(..) => changed = true,
+            }
+        }
+        if before != after {
+            if let Some(item) = &before {
+                count(&mut readers.by_position, item.clone(), user, -1);
+            }
+            if let Some(item) = &after {
+                count(&mut readers.by_position, item.clone(), user, 1);
+            }
+            prune(&mut readers.by_position, before.as_slice());
+        }
+        prune(&mut readers.by_top_item, &tops);
+        prune(&mut readers.by_segment, &segments);
+        // Visits that leave the position where it was change nothing the blend reads.
+        if changed {
+            dirty.insert(user.clone());
+        } else if state.input.is_empty() {
+            states.remove(user);
+        }
+    }
+}
+
+/// Applies one time's shared updates (sorted, consolidated) and marks the local users
+/// who read a changed list.
+fn apply_shared(
+    updates: Vec<(Pending, isize)>,
+    lists: &mut SharedLists,
+    readers: &Readers,
+    states: &HashMap<UserId, UserState>,
+    dirty: &mut BTreeSet<UserId>,
+) {
+    // Grouped by list: the updates sort by kind, then key, then value.
+    let mut neighbors: BTreeMap<ItemId, ItemValues> = BTreeMap::new();
+    let mut next: BTreeMap<ItemId, ItemValues> = BTreeMap::new();
+    let mut admitted: BTreeMap<Name, Vec<(ItemId, isize)>> = BTreeMap::new();
+    let mut ranked: BTreeMap<Name, RankedLists> = BTreeMap::new();
+    for (update, diff) in updates {
+        let Pending::Shared(input) = update else {
+            unreachable!("per-user updates sort before shared ones");
+        };
+        match input {
+            SharedInput::Neighbor(item, other, sim) => {
+                neighbors
+                    .entry(item)
+                    .or_default()
+                    .push(((other, sim), diff));
+            }
+            SharedInput::Next(from, to, p) => next.entry(from).or_default().push(((to, p), diff)),
+            SharedInput::Admitted(segment, item) => {
+                admitted.entry(segment).or_default().push((item, diff));
+            }
+            SharedInput::Ranked(segment, source, items) => {
+                ranked
+                    .entry(segment)
+                    .or_default()
+                    .push(((source, items), diff));
+            }
+        }
+    }
+    let mut mark = |users: Option<&HashMap<UserId, isize>>, only_cold: bool| {
+        let users = users.into_iter().flat_map(|users| users.keys());
+        dirty.extend(
+            users
+                .filter(|user| !only_cold || states.get(*user).is_some_and(|s| s.cold_start))
+                .cloned(),
+        );
+    };
+    for (item, updates) in neighbors {
+        mark(readers.by_top_item.get(&item), false);
+        apply_list(&mut lists.neighbors, item, &updates);
+    }
+    for (item, updates) in next {
+        mark(readers.by_position.get(&item), false);
+        apply_list(&mut lists.next, item, &updates);
+    }
+    for (segment, updates) in admitted {
+        mark(readers.by_segment.get(&segment), false);
+        apply_list(&mut lists.admitted, segment, &updates);
+    }
+    for (segment, updates) in ranked {
+        // Only cold-start users read the ranked lists. A user's cold start changes
+        // only with their own inputs or the neighbour and next lists, which mark them.
+        mark(readers.by_segment.get(&segment), true);
+        apply_list(&mut lists.ranked, segment, &updates);
+    }
+}
+
+/// One user's top-`k` from their inputs and the shared lists they read, and whether they
+/// are a cold-start user.
+///
+/// - `similar`: Σ level(i) · sim(i, j) over the user's top items i, as a mean over their
+///   levels; a candidate whose sum is 0 is none;
+/// - `next`: the next steps of the user's position;
+/// - ALS: as given;
+/// - cold start: fewer than `k` personal candidates (from sources weighted above 0) add
+///   the segment's ranked lists;
+/// - the segment's content rule boosts the personal candidates it admits (`segment`).
+fn blend<'a>(
+    input: &'a [(UserInput, isize)],
+    lists: &'a SharedLists,
+    weights: &[i64; 5],
+    k: usize,
+) -> (Vec<Rec>, bool) {
+    let mut levels = 0i64;
+    let mut similar: BTreeMap<&'a ItemId, i64> = BTreeMap::new();
+    let mut values: BTreeMap<&'a ItemId, [i64; 5]> = BTreeMap::new();
+    let mut excluded: BTreeSet<&'a ItemId> = BTreeSet::new();
+    let mut personal: BTreeSet<&'a ItemId> = BTreeSet::new();
+    let mut segments: Vec<&'a Name> = Vec::new();
+    let mut position = None;
+    let on = |source: Source| weights[source as usize] > 0;
+    for (entry, count) in input {
+        match entry {
+            UserInput::Top(item, level) => {
+                levels += level;
+                for ((other, sim), times) in lists.neighbors.get(item).into_iter().flatten() {
+                    *similar.entry(other).or_default() += level * sim * (count * times) as i64;
+                }
+            }
+            UserInput::Visit(_, item) => position = Some(item),
+            UserInput::Candidate(item, source, value) => {
+                offer(&mut values, item, *source, *value);
+                if on(*source) {
+                    personal.insert(item);
+                }
+            }
+            UserInput::Excluded(item) => {
+                excluded.insert(item);
+            }
+            UserInput::InSegment(segment) => segments.push(segment),
+        }
+    }
+    for ((to, p), _) in position
+        .and_then(|item| lists.next.get(item))
+        .into_iter()
+        .flatten()
+    {
+        offer(&mut values, to, Source::Next, *p);
+        if on(Source::Next) {
+            personal.insert(to);
+        }
+    }
+    for (item, weighted) in similar {
+        if weighted == 0 {
+            continue;
+        }
+        if on(Source::Similar) {
+            personal.insert(item);
+        }
+        values.entry(item).or_default()[Source::Similar as usize] = mean_half_up(weighted, levels);
+    }
+    let cold_start = personal.len() < k;
+    for segment in segments {
+        if cold_start {
+            for ((source, items), _) in lists.ranked.get(segment).into_iter().flatten() {
+                for (item, value) in items.iter() {
+                    offer(&mut values, item, *source, *value);
+                }
+            }
+        }
+        if let Some(admitted) = lists.admitted.get(segment) {
+            for item in &personal {
+                if admitted.binary_search_by(|(a, _)| a.cmp(item)).is_ok() {
+                    offer(&mut values, item, Source::Segment, 10_000);
+                }
+            }
+        }
+    }
+    (rank(values, &excluded, weights, k), cold_start)
+}
+
+/// Raises `item`'s value from `source` to `value` if that is higher.
+fn offer<'a>(
+    values: &mut BTreeMap<&'a ItemId, [i64; 5]>,
+    item: &'a ItemId,
+    source: Source,
+    value: i64,
+) {
+    let slot = &mut values.entry(item).or_default()[source as usize];
+    *slot = (*slot).max(value);
+}
+
+/// The `k` best candidates by blended score (then item), never an excluded one; the
+/// reason is the source that contributed most.
+fn rank(
+    values: BTreeMap<&ItemId, [i64; 5]>,
+    excluded: &BTreeSet<&ItemId>,
+    weights: &[i64; 5],
+    k: usize,
+) -> Vec<Rec> {
+    // Ranked by reference; only the K kept are cloned.
+    let mut ranked: Vec<(i64, &ItemId, Source)> = values
+        .into_iter()
+        .filter(|(item, _)| !excluded.contains(item))
+        .filter_map(|(item, by_source)| {
+            let mut total = 0;
+            let mut best = (0, Source::Similar);
+            for source in Source::ALL {
+                let part = weights[source as usize] * by_source[source as usize];
+                total += part;
+                if part > best.0 {
+                    best = (part, source);
+                }
+            }
+            (total > 0).then_some(((total + 500) / 1_000, item, best.1))
+        })
+        .collect();
+    ranked.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    ranked.truncate(k);
+    ranked
+        .into_iter()
+        .map(|(score, item, reason)| Rec {
+            item: item.clone(),
+            score,
+            reason,
+        })
+        .collect()
+}
