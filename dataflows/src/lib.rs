@@ -27,6 +27,7 @@ pub mod significance;
 pub mod similar;
 pub mod stash;
 pub mod windows;
+pub mod with_model;
 
 use differential_dataflow::VecCollection;
 use model::{CatalogItem, Event};

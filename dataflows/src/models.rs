@@ -13,9 +13,10 @@ use std::hash::{Hash, Hasher};
 use std::rc::Rc;
 use std::sync::Arc;
 
-/// A model collection holds one JSON text; views that apply it replicate it over this many
-/// keys and spread users over them, so scoring runs on every worker instead of on the one
-/// that would own a single model key.
+/// A model collection holds one JSON text; the ALS fold-in replicates it over this many
+/// keys and spreads users over them, so scoring runs on every worker instead of on the one
+/// that would own a single model key. (Segments broadcast the model instead:
+/// [`crate::with_model`].)
 pub const MODEL_SHARDS: u64 = 256;
 
 /// A model as it travels through a dataflow: its JSON text behind an `Arc`, so replicating

@@ -9,11 +9,10 @@
 use crate::Time;
 use crate::features::{FeatureValue, UserFeatures};
 use crate::model::{CatalogItem, ItemId, ItemKind, UserId};
-use crate::models::{MODEL_SHARDS, ModelCache, SegmentModel, SharedModel};
+use crate::models::{ModelCache, SegmentModel, SharedModel};
 use crate::name::Name;
-use crate::shared;
+use crate::with_model::with_model;
 use differential_dataflow::VecCollection;
-use differential_dataflow::hashable::Hashable;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -223,17 +222,16 @@ pub fn segments<'s>(
 ) -> VecCollection<'s, Time, (UserId, SegmentAssignment)> {
     let params = params.clone();
     let recency_days = recency_days.to_vec();
-    let replicated = models.flat_map(|json| SharedModel::new(&json).replicated());
     // The runtime validated the model before inserting it; a text that does not parse cannot
     // come from it, and scoring against no segments is the safe reading.
     let mut parsed = ModelCache::new(|json| serde_json::from_str(json).unwrap_or_default());
-    let sharded = features.map(|(user, sums)| (user.hashed() % MODEL_SHARDS, (user, sums)));
-    shared::by_key(sharded, "SegmentShards").join_core(
-        shared::by_key(replicated, "SegmentModels"),
-        move |_shard, (user, sums), model| {
+    with_model(
+        features,
+        models.map(|json| SharedModel::new(&json)),
+        "Segments",
+        move |_user, sums, model| {
             let model = parsed.get(model);
-            let assignment = params.assign(&sums.values(&recency_days), &model);
-            assignment.map(|assignment| (user.clone(), assignment))
+            params.assign(&sums.values(&recency_days), &model)
         },
     )
 }
