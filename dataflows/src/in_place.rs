@@ -241,7 +241,7 @@ fn diff_into<O: Ord>(old: &[(O, isize)], new: &[(O, isize)], mut emit: impl FnMu
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use differential_dataflow::input::InputSession;
     use differential_dataflow::operators::CountTotal;
@@ -260,7 +260,7 @@ mod tests {
     }
 
     /// An in-place operator and its differential counterpart, built on the same input.
-    type Pair = for<'s> fn(
+    pub(crate) type Pair = for<'s> fn(
         VecCollection<'s, Time, (u32, u32)>,
     ) -> [VecCollection<'s, Time, (u32, (u32, isize))>; 2];
 
@@ -360,7 +360,7 @@ mod tests {
 
     /// Asserts that both operators of `pair` give the same changes, time by time, for
     /// several random inputs at 1 and 2 workers.
-    fn assert_same_changes(pair: Pair) {
+    pub(crate) fn assert_same_changes(pair: Pair) {
         for workers in [1, 2] {
             for seed in 1..=4 {
                 let (ours, theirs) = run(workers, seed, pair);

@@ -157,3 +157,39 @@ where
         )
         .as_collection()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::in_place::tests::assert_same_changes;
+
+    /// Keys below 6 are values; the others insert and retract models (`m0`..`m2`), so
+    /// models change while values do, and at times two are live. The logic drops some
+    /// pairs and maps others to the same record.
+    fn mapped(
+        collection: VecCollection<'_, Time, (u32, u32)>,
+    ) -> [VecCollection<'_, Time, (u32, (u32, isize))>; 2] {
+        let values = collection.clone().filter(|(key, _)| *key < 6);
+        let models = collection
+            .filter(|(key, _)| *key >= 6)
+            .map(|(_, value)| SharedModel::new(&format!("m{}", value % 3)));
+        fn logic(key: &u32, value: &u32, model: &SharedModel) -> Option<(u32, isize)> {
+            let digit = u32::from(model.json().as_bytes()[1] - b'0');
+            ((key + value + digit) % 5 != 0).then_some((value / 2 + digit, digit as isize))
+        }
+        [
+            with_model(values.clone(), models.clone(), "WithModel", logic),
+            values
+                .map(|pair| ((), pair))
+                .join_map(models.map(|model| ((), model)), |_, (key, value), model| {
+                    (*key, logic(key, value, model))
+                })
+                .flat_map(|(key, out)| out.map(|out| (key, out))),
+        ]
+    }
+
+    #[test]
+    fn matches_a_differential_join_with_the_models_time_by_time() {
+        assert_same_changes(mapped);
+    }
+}
