@@ -20,14 +20,13 @@
 
 use crate::Time;
 use crate::features::mean_half_up;
-use crate::in_place::apply;
+use crate::in_place::{apply, apply_keyed};
 use crate::model::{ItemId, Millis, UserId};
 use crate::name::Name;
 use crate::recs::{Rec, Source, Strategies};
 use crate::stash::Stash;
 use differential_dataflow::{AsCollection, Hashable, VecCollection};
 use serde::{Deserialize, Serialize};
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::Hash;
 use std::sync::Arc;
@@ -140,28 +139,9 @@ fn prune<K: Hash + Eq>(index: &mut HashMap<K, HashMap<UserId, isize>>, keys: &[K
     }
 }
 
-/// Applies one key's sorted, consolidated updates to a map of lists, dropping emptied lists.
-fn apply_list<K: Hash + Eq, V: Ord + Clone>(
-    lists: &mut HashMap<K, Vec<(V, isize)>>,
-    key: K,
-    updates: &[(V, isize)],
-) {
-    let updates = updates.iter().map(|(value, diff)| (value, *diff));
-    match lists.entry(key) {
-        Entry::Occupied(mut entry) => {
-            apply(entry.get_mut(), updates);
-            if entry.get().is_empty() {
-                entry.remove();
-            }
-        }
-        Entry::Vacant(entry) => {
-            let mut list = Vec::new();
-            apply(&mut list, updates);
-            if !list.is_empty() {
-                entry.insert(list);
-            }
-        }
-    }
+/// Sorted, consolidated updates as [`apply`] reads them.
+fn by_ref<V>(updates: &[(V, isize)]) -> impl ExactSizeIterator<Item = (&V, isize)> {
+    updates.iter().map(|(value, diff)| (value, *diff))
 }
 
 /// What waits in the stash: an update of either input.
@@ -195,16 +175,12 @@ pub fn blend_users<'s>(
                 let mut changes: Vec<((UserId, Vec<Rec>), Time, isize)> = Vec::new();
                 move |(users, users_frontier), (shared, shared_frontier), output| {
                     users.for_each(|capability, data| {
-                        for ((user, input), time, diff) in data.drain(..) {
-                            pending.at(time).push((Pending::User(user, input), diff));
-                        }
-                        pending.hold(&capability);
+                        pending.take_with(&capability, data, |(user, input)| {
+                            Pending::User(user, input)
+                        });
                     });
                     shared.for_each(|capability, data| {
-                        for (input, time, diff) in data.drain(..) {
-                            pending.at(time).push((Pending::Shared(input), diff));
-                        }
-                        pending.hold(&capability);
+                        pending.take_with(&capability, data, Pending::Shared);
                     });
                     pending.release(
                         |time| {
@@ -261,7 +237,7 @@ fn apply_users(
     dirty: &mut BTreeSet<UserId>,
 ) {
     let mut rest = &updates[..];
-    let mut group: Vec<(UserInput, isize)> = Vec::new();
+    let mut group: Vec<(&UserInput, isize)> = Vec::new();
     while let Some((Pending::User(user, _), _)) = rest.first() {
         group.clear();
         let len = rest
@@ -270,7 +246,7 @@ fn apply_users(
             .count();
         for (update, diff) in &rest[..len] {
             if let Pending::User(_, input) = update {
-                group.push((input.clone(), *diff));
+                group.push((input, *diff));
             }
         }
         rest = &rest[len..];
@@ -280,10 +256,7 @@ fn apply_users(
             cold_start: false,
         });
         let before = state.position().cloned();
-        apply(
-            &mut state.input,
-            group.iter().map(|(input, diff)| (input, *diff)),
-        );
+        apply(&mut state.input, group.iter().copied());
         let after = state.position().cloned();
         let mut changed = before != after;
         let (mut tops, mut segments) = (Vec::new(), Vec::new());
@@ -370,21 +343,21 @@ fn apply_shared(
     };
     for (item, updates) in neighbors {
         mark(readers.by_top_item.get(&item), false);
-        apply_list(&mut lists.neighbors, item, &updates);
+        apply_keyed(&mut lists.neighbors, item, by_ref(&updates));
     }
     for (item, updates) in next {
         mark(readers.by_position.get(&item), false);
-        apply_list(&mut lists.next, item, &updates);
+        apply_keyed(&mut lists.next, item, by_ref(&updates));
     }
     for (segment, updates) in admitted {
         mark(readers.by_segment.get(&segment), false);
-        apply_list(&mut lists.admitted, segment, &updates);
+        apply_keyed(&mut lists.admitted, segment, by_ref(&updates));
     }
     for (segment, updates) in ranked {
         // Only cold-start users read the ranked lists. A user's cold start changes
         // only with their own inputs or the neighbour and next lists, which mark them.
         mark(readers.by_segment.get(&segment), true);
-        apply_list(&mut lists.ranked, segment, &updates);
+        apply_keyed(&mut lists.ranked, segment, by_ref(&updates));
     }
 }
 

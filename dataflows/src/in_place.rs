@@ -210,6 +210,30 @@ pub(crate) fn apply<'a, V: Ord + Clone + 'a>(
     *input = merged;
 }
 
+/// [`apply`] to the list under `key` in `lists`, where a missing key is an empty list and
+/// an emptied list is removed.
+pub(crate) fn apply_keyed<'a, K: Hash + Eq, V: Ord + Clone + 'a>(
+    lists: &mut HashMap<K, Vec<(V, isize)>>,
+    key: K,
+    updates: impl ExactSizeIterator<Item = (&'a V, isize)>,
+) {
+    match lists.entry(key) {
+        Entry::Occupied(mut entry) => {
+            apply(entry.get_mut(), updates);
+            if entry.get().is_empty() {
+                entry.remove();
+            }
+        }
+        Entry::Vacant(entry) => {
+            let mut list = Vec::new();
+            apply(&mut list, updates);
+            if !list.is_empty() {
+                entry.insert(list);
+            }
+        }
+    }
+}
+
 /// Calls `emit(value, diff)` for each difference from `old` to `new`, both sorted and
 /// consolidated.
 fn diff_into<O: Ord>(old: &[(O, isize)], new: &[(O, isize)], mut emit: impl FnMut(&O, isize)) {

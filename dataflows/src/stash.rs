@@ -28,8 +28,19 @@ impl<D, R> Stash<(D, R)> {
     /// Stashes an input message's updates at their own times and holds a capability for
     /// them (every time in a message is at or after its capability's).
     pub fn take(&mut self, capability: &InputCapability<Time>, data: &mut Vec<(D, Time, R)>) {
+        self.take_with(capability, data, |record| record);
+    }
+
+    /// [`Stash::take`], with each record mapped by `into` (for an operator whose inputs
+    /// share one stash).
+    pub fn take_with<I>(
+        &mut self,
+        capability: &InputCapability<Time>,
+        data: &mut Vec<(I, Time, R)>,
+        mut into: impl FnMut(I) -> D,
+    ) {
         for (record, time, diff) in data.drain(..) {
-            self.at(time).push((record, diff));
+            self.at(time).push((into(record), diff));
         }
         self.hold(capability);
     }

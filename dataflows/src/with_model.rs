@@ -14,12 +14,11 @@
 //! same with every current value.
 
 use crate::Time;
-use crate::in_place::apply;
+use crate::in_place::{apply, apply_keyed};
 use crate::models::SharedModel;
 use crate::stash::Stash;
 use differential_dataflow::{AsCollection, Data, ExchangeData, Hashable, VecCollection};
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::hash::Hash;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::operator::Operator;
@@ -63,16 +62,12 @@ where
                 let mut changes: Vec<((K, O), isize)> = Vec::new();
                 move |(input, input_frontier), (models, models_frontier), output| {
                     input.for_each(|capability, data| {
-                        for ((key, value), time, diff) in data.drain(..) {
-                            pending.at(time).push((Pending::Value(key, value), diff));
-                        }
-                        pending.hold(&capability);
+                        pending.take_with(&capability, data, |(key, value)| {
+                            Pending::Value(key, value)
+                        });
                     });
                     models.for_each(|capability, data| {
-                        for (model, time, diff) in data.drain(..) {
-                            pending.at(time).push((Pending::Model(model), diff));
-                        }
-                        pending.hold(&capability);
+                        pending.take_with(&capability, data, Pending::Model);
                     });
                     pending.release(
                         |time| {
@@ -127,21 +122,7 @@ where
                                         }
                                     }
                                 }
-                                match values.entry(key.clone()) {
-                                    Entry::Occupied(mut entry) => {
-                                        apply(entry.get_mut(), group.into_iter());
-                                        if entry.get().is_empty() {
-                                            entry.remove();
-                                        }
-                                    }
-                                    Entry::Vacant(entry) => {
-                                        let mut list = Vec::new();
-                                        apply(&mut list, group.into_iter());
-                                        if !list.is_empty() {
-                                            entry.insert(list);
-                                        }
-                                    }
-                                }
+                                apply_keyed(&mut values, key.clone(), group.into_iter());
                             }
                             differential_dataflow::consolidation::consolidate(&mut changes);
                             if !changes.is_empty() {
