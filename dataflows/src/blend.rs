@@ -20,7 +20,7 @@
 
 use crate::Time;
 use crate::features::mean_half_up;
-use crate::in_place::{apply, apply_keyed};
+use crate::in_place::{apply, apply_keyed, by_ref};
 use crate::model::{ItemId, Millis, UserId};
 use crate::name::Name;
 use crate::recs::{Rec, Source, Strategies};
@@ -137,11 +137,6 @@ fn prune<K: Hash + Eq>(index: &mut HashMap<K, HashMap<UserId, isize>>, keys: &[K
             index.remove(key);
         }
     }
-}
-
-/// Sorted, consolidated updates as [`apply`] reads them.
-fn by_ref<V>(updates: &[(V, isize)]) -> impl ExactSizeIterator<Item = (&V, isize)> {
-    updates.iter().map(|(value, diff)| (value, *diff))
 }
 
 /// What waits in the stash: an update of either input.

@@ -86,8 +86,7 @@ where
                             apply(&mut state.input, group.iter().map(|((_, v), r)| (v, *r)));
                             produced.clear();
                             if !state.input.is_empty() {
-                                let view: Vec<(&V, isize)> =
-                                    state.input.iter().map(|(v, r)| (v, *r)).collect();
+                                let view: Vec<(&V, isize)> = by_ref(&state.input).collect();
                                 logic(key, &view, &mut produced);
                                 differential_dataflow::consolidation::consolidate(&mut produced);
                             }
@@ -208,6 +207,11 @@ pub(crate) fn apply<'a, V: Ord + Clone + 'a>(
     }
     merged.extend(current);
     *input = merged;
+}
+
+/// A sorted, consolidated list as [`apply`] and the logic read it: values by reference.
+pub(crate) fn by_ref<V>(list: &[(V, isize)]) -> impl ExactSizeIterator<Item = (&V, isize)> {
+    list.iter().map(|(value, diff)| (value, *diff))
 }
 
 /// [`apply`] to the list under `key` in `lists`, where a missing key is an empty list and

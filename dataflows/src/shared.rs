@@ -51,21 +51,6 @@ fn keyed<K: Clone, V>(
     buffer.extend(updates.drain(..).map(|(v, t, r)| ((key.clone(), v), t, r)));
 }
 
-/// `reduce_named` over an existing arrangement.
-pub fn reduce<'s, K, V, V2, L>(
-    arranged: ByKey<'s, K, V>,
-    name: &str,
-    logic: L,
-) -> VecCollection<'s, Time, (K, V2)>
-where
-    K: ExchangeData + Hashable,
-    V: ExchangeData,
-    V2: ExchangeData,
-    L: FnMut(&K, &[(&V, isize)], &mut Vec<(V2, isize)>) + 'static,
-{
-    reduce_arranged(arranged, name, logic).as_collection(|key, value| (key.clone(), value.clone()))
-}
-
 /// `reduce_named` whose output is read through `then` (a map, a filter, a render): it
 /// runs in the operator that reads the reduce's output batches, instead of in one more
 /// operator that every change passes through.

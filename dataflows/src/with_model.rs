@@ -14,7 +14,7 @@
 //! same with every current value.
 
 use crate::Time;
-use crate::in_place::{apply, apply_keyed};
+use crate::in_place::{apply, apply_keyed, by_ref};
 use crate::models::SharedModel;
 use crate::stash::Stash;
 use differential_dataflow::{AsCollection, Data, ExchangeData, Hashable, VecCollection};
@@ -93,10 +93,7 @@ where
                                 }
                                 model_updates.push((model, diff));
                             }
-                            apply(
-                                &mut current,
-                                model_updates.iter().map(|(model, diff)| (model, *diff)),
-                            );
+                            apply(&mut current, by_ref(&model_updates));
                             // ...then value changes, against the models after it.
                             let mut rest = &updates[..];
                             while let Some((Pending::Value(key, _), _)) = rest.first() {
