@@ -7,7 +7,11 @@
 //! - `latency`: open loop. Event i is due at start + i/rate and carries that instant as its
 //!   `ts` (ms), like live traffic stamped by the site. Latency is measured from the due
 //!   instant, not from when it was actually written, so a sender or engine falling behind
-//!   shows as queueing delay instead of silently lowering the offered load.
+//!   shows as queueing delay instead of silently lowering the offered load. It also
+//!   reports the rate at which the engine covered events between the progress lines that
+//!   covered the first 10% and 90% of them (leaving out start-up and the last tick): the
+//!   offered rate when the engine keeps up, its capacity at that event-time density when
+//!   it falls behind.
 //! - `absorb`: sends a state prefix as fast as the engine takes it, waits until it is
 //!   covered, then times how long each further batch takes to be covered (the incremental
 //!   cost of new events on top of that state).
@@ -231,6 +235,8 @@ fn latency(
         out.flush().map_err(|error| format!("sending: {error}"))
     });
     let mut latencies = Vec::with_capacity(count);
+    // (arrival, events covered) at each progress line that covered some.
+    let mut coverage: Vec<(Instant, usize)> = Vec::new();
     let deadline = Duration::from_secs(seconds + 60);
     while latencies.len() < count {
         let (bound, arrived) = progress.recv_timeout(deadline).map_err(|_| {
@@ -239,9 +245,13 @@ fn latency(
                 latencies.len()
             )
         })?;
+        let before = latencies.len();
         while latencies.len() < count && times[latencies.len()] < bound {
             let due = start + offset(latencies.len());
             latencies.push(arrived.saturating_duration_since(due));
+        }
+        if latencies.len() > before {
+            coverage.push((arrived, latencies.len()));
         }
     }
     sender.join().map_err(|_| "sender panicked")??;
@@ -254,8 +264,22 @@ fn latency(
         "p50_ms": at(0.5),
         "p99_ms": at(0.99),
         "max_ms": ms(*latencies.last().unwrap()),
+        "covered_per_s": covered_rate(&coverage, count),
     })
     .to_string())
+}
+
+/// Events covered per second between the progress lines that first covered 10% and 90% of
+/// `count`; `None` when one line covered both (too few lines to tell).
+fn covered_rate(coverage: &[(Instant, usize)], count: usize) -> Option<f64> {
+    let first_covering = |share: f64| {
+        coverage
+            .iter()
+            .find(|(_, covered)| *covered as f64 >= share * count as f64)
+    };
+    let ((from, covered_from), (to, covered_to)) = (first_covering(0.1)?, first_covering(0.9)?);
+    let seconds = to.saturating_duration_since(*from).as_secs_f64();
+    (seconds > 0.0).then(|| (covered_to - covered_from) as f64 / seconds)
 }
 
 fn absorb(
