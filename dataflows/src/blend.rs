@@ -212,7 +212,7 @@ pub fn blend_users<'s>(
                                 }
                             }
                             if !changes.is_empty() {
-                                // At the held capability (see `in_place::reduce_in_place`).
+                                // At the held capability (see `in_place::update_in_place`).
                                 output.session(capability).give_iterator(changes.drain(..));
                             }
                         },

@@ -1,4 +1,4 @@
-//! [`reduce_in_place`]: a per-key reduce that keeps each key's input consolidated in place,
+//! [`update_in_place`]: a per-key reduce that keeps each key's input consolidated in place,
 //! and [`total`]: a per-key sum kept in place.
 //!
 //! Differential's `reduce` is built for partially ordered times: at every time a key
@@ -6,9 +6,11 @@
 //! with their times), consolidates it, runs the logic, then reads the key's output trace
 //! the same way to find what changed; and it keeps both traces. Our time is event time in
 //! milliseconds, a total order, so none of that is needed: updates are applied in time
-//! order to the key's current input, which is all the logic reads, and the key's last
-//! output is all the diff needs. Same results, time by time, as `reduce` (the logic sees
-//! the same consolidated, sorted input); less work per (key, time) and no traces.
+//! order to the key's current input, which is all the logic reads, and the logic says
+//! what its output did: from the input before and after the updates, or from the updates
+//! alone where the output allows (an append to a session adds its own facts). Same
+//! results, time by time, as `reduce` given the same logic; less work per (key, time) and
+//! no traces. It runs the window's sessions and their facts ([`crate::by_session`]).
 //!
 //! Use it where the reduce's input and output arrangements are private (nothing else
 //! joins against them): a shared arrangement is held anyway.
@@ -32,18 +34,14 @@ use std::hash::Hash;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::operator::Operator;
 
-/// One key's current input and the output its logic last produced, both sorted and
-/// consolidated (no zero counts).
-struct KeyState<V, O> {
-    input: Vec<(V, isize)>,
-    output: Vec<(O, isize)>,
-}
-
-/// `reduce` for totally ordered time (see the module docs): for each key, whenever its
-/// input changes at a time, `logic` maps the key's whole input (sorted by value, counts
-/// consolidated and nonzero) to its output, and the output's changes are emitted at that
-/// time. A key with no input has no output; `logic` is not called for it.
-pub fn reduce_in_place<'s, K, V, O, L>(
+/// `reduce` for totally ordered time, in place (see the module docs): for each key,
+/// whenever its input changes at a time, `logic(key, input, updates, changes)` applies
+/// `updates` (sorted, consolidated) to the key's `input` (sorted, consolidated, no zero
+/// counts, as [`apply`] keeps it) and pushes the changes of the key's output. No output is
+/// stored, so `logic` says what changed: from the input before and after, or from the
+/// updates alone where the output allows it. `changes` are consolidated before they go
+/// out. A key whose input is empty afterwards is dropped.
+pub fn update_in_place<'s, K, V, O, L>(
     collection: VecCollection<'s, Time, (K, V)>,
     name: &str,
     mut logic: L,
@@ -52,16 +50,15 @@ where
     K: ExchangeData + Hashable + Hash,
     V: ExchangeData,
     O: ExchangeData,
-    L: FnMut(&K, &[(&V, isize)], &mut Vec<(O, isize)>) + 'static,
+    L: FnMut(&K, &mut Vec<(V, isize)>, &[(V, isize)], &mut Vec<(O, isize)>) + 'static,
 {
-    // Updates waiting for the frontier to pass their time.
     let mut pending: Stash<((K, V), isize)> = Stash::default();
-    let mut states: HashMap<K, KeyState<V, O>> = HashMap::new();
+    let mut inputs: HashMap<K, Vec<(V, isize)>> = HashMap::new();
     let exchange = Exchange::new(|update: &((K, V), Time, isize)| update.0.0.hashed().into());
     collection
         .inner
         .unary_frontier(exchange, name, move |_, _| {
-            // Scratch space reused across keys.
+            let mut updates: Vec<(V, isize)> = Vec::new();
             let mut produced: Vec<(O, isize)> = Vec::new();
             let mut changes: Vec<((K, O), Time, isize)> = Vec::new();
             move |(input, frontier), output| {
@@ -69,38 +66,31 @@ where
                 let frontier = frontier.frontier();
                 pending.release(
                     |time| !frontier.less_equal(time),
-                    |capability, time, mut updates| {
-                        differential_dataflow::consolidation::consolidate(&mut updates);
-                        let mut rest = &updates[..];
-                        while let Some(((key, _), _)) = rest.first() {
-                            let len = rest.iter().take_while(|((k, _), _)| k == key).count();
-                            let (group, tail) = rest.split_at(len);
-                            rest = tail;
-                            let state = match states.get_mut(key) {
+                    |capability, time, mut batch| {
+                        differential_dataflow::consolidation::consolidate(&mut batch);
+                        let mut batch = batch.into_iter().peekable();
+                        while let Some(((key, value), diff)) = batch.next() {
+                            updates.clear();
+                            updates.push((value, diff));
+                            while let Some(((_, value), diff)) =
+                                batch.next_if(|((next, _), _)| *next == key)
+                            {
+                                updates.push((value, diff));
+                            }
+                            let state = match inputs.get_mut(&key) {
                                 Some(state) => state,
-                                None => states.entry(key.clone()).or_insert_with(|| KeyState {
-                                    input: Vec::new(),
-                                    output: Vec::new(),
-                                }),
+                                None => inputs.entry(key.clone()).or_default(),
                             };
-                            apply(&mut state.input, group.iter().map(|((_, v), r)| (v, *r)));
-                            produced.clear();
-                            if !state.input.is_empty() {
-                                let view: Vec<(&V, isize)> = by_ref(&state.input).collect();
-                                logic(key, &view, &mut produced);
-                                differential_dataflow::consolidation::consolidate(&mut produced);
+                            logic(&key, state, &updates, &mut produced);
+                            if state.is_empty() {
+                                inputs.remove(&key);
                             }
-                            diff_into(&state.output, &produced, |value, diff| {
-                                changes.push(((key.clone(), value.clone()), time, diff));
-                            });
-                            if state.input.is_empty() {
-                                states.remove(key);
-                            } else {
-                                // Copied, not swapped: the scratch buffer's capacity is the
-                                // largest output seen, which no key should keep.
-                                state.output.clear();
-                                state.output.append(&mut produced);
-                            }
+                            differential_dataflow::consolidation::consolidate(&mut produced);
+                            changes.extend(
+                                produced
+                                    .drain(..)
+                                    .map(|(value, diff)| ((key.clone(), value), time, diff)),
+                            );
                         }
                         if !changes.is_empty() {
                             // At the held capability, not one made for `time`: the
@@ -174,7 +164,7 @@ where
                         // rounded value, a threshold not crossed) sends nothing on.
                         differential_dataflow::consolidation::consolidate(&mut changes);
                         if !changes.is_empty() {
-                            // At the held capability (see `reduce_in_place`).
+                            // At the held capability (see `update_in_place`).
                             output.session(capability).give_iterator(
                                 changes.drain(..).map(|(record, diff)| (record, time, diff)),
                             );
@@ -238,36 +228,6 @@ pub(crate) fn apply_keyed<'a, K: Hash + Eq, V: Ord + Clone + 'a>(
     }
 }
 
-/// Calls `emit(value, diff)` for each difference from `old` to `new`, both sorted and
-/// consolidated.
-fn diff_into<O: Ord>(old: &[(O, isize)], new: &[(O, isize)], mut emit: impl FnMut(&O, isize)) {
-    let (mut i, mut j) = (0, 0);
-    while i < old.len() || j < new.len() {
-        let order = match (old.get(i), new.get(j)) {
-            (Some(a), Some(b)) => a.0.cmp(&b.0),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            _ => std::cmp::Ordering::Greater,
-        };
-        match order {
-            std::cmp::Ordering::Less => {
-                emit(&old[i].0, -old[i].1);
-                i += 1;
-            }
-            std::cmp::Ordering::Greater => {
-                emit(&new[j].0, new[j].1);
-                j += 1;
-            }
-            std::cmp::Ordering::Equal => {
-                if old[i].1 != new[j].1 {
-                    emit(&new[j].0, new[j].1 - old[i].1);
-                }
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -296,7 +256,24 @@ pub(crate) mod tests {
         collection: VecCollection<'_, Time, (u32, u32)>,
     ) -> [VecCollection<'_, Time, (u32, (u32, isize))>; 2] {
         [
-            reduce_in_place(collection.clone(), "InPlace", logic),
+            update_in_place(
+                collection.clone(),
+                "InPlace",
+                |key, input, updates, changes| {
+                    // Rebuilt before and after: the reduce's output changes.
+                    let mut each = |input: &Vec<(u32, isize)>, sign: isize| {
+                        let mut output = Vec::new();
+                        let view: Vec<(&u32, isize)> = by_ref(input).collect();
+                        if !view.is_empty() {
+                            logic(key, &view, &mut output);
+                        }
+                        changes.extend(output.into_iter().map(|(o, d)| (o, d * sign)));
+                    };
+                    each(input, -1);
+                    apply(input, by_ref(updates));
+                    each(input, 1);
+                },
+            ),
             collection.reduce(logic),
         ]
     }
@@ -420,16 +397,5 @@ pub(crate) mod tests {
             [(&0, 1), (&3, -1), (&5, 2), (&9, -1)].into_iter(),
         );
         assert_eq!(input, vec![(0, 1), (1, 2), (5, 3), (9, -1)]);
-    }
-
-    #[test]
-    fn diffs_sorted_outputs() {
-        let mut changes = Vec::new();
-        diff_into(
-            &[(1, 1), (2, 2), (4, 1)],
-            &[(2, 1), (3, 1), (4, 1)],
-            |v, d| changes.push((*v, d)),
-        );
-        assert_eq!(changes, vec![(1, -1), (2, -1), (3, 1)]);
     }
 }

@@ -8,6 +8,7 @@ pub mod affinity;
 pub mod als;
 pub mod assignment;
 pub mod blend;
+pub mod by_session;
 pub mod experiments;
 pub mod features;
 pub mod in_place;
@@ -101,13 +102,23 @@ pub fn build_views<'s>(inputs: Inputs<'s>, params: &ViewParams, wanted: &[ViewNa
     let need_scores = wants(ViewName::Scores) || need_als || need_similar || need_affinity || recs;
     let need_sessions = wants(ViewName::Sessions) || need_features;
 
-    // The window of events per session, arranged once for `sessions` and the sequences.
-    let session_window =
-        (need_sessions || need_sequences).then(|| sessions::session_window(events.clone(), params));
-    let sessions = session_window
-        .clone()
+    // The window's events per (user, client session), reduced once for `sessions` and the
+    // sequences.
+    let by_session = (need_sessions || need_sequences).then(|| {
+        let wanted = by_session::Wanted {
+            sessions: need_sessions,
+            facts: need_sequences,
+        };
+        by_session::by_session(
+            sessions::window_events(events.clone(), params),
+            params,
+            wanted,
+        )
+    });
+    let sessions = by_session
+        .as_ref()
         .filter(|_| need_sessions)
-        .map(|window| sessions::sessions(window, params));
+        .map(|outputs| outputs.sessions());
     if let Some(sessions) = sessions.as_ref().filter(|_| wants(ViewName::Sessions)) {
         outputs.push(
             sessions
@@ -207,9 +218,9 @@ pub fn build_views<'s>(inputs: Inputs<'s>, params: &ViewParams, wanted: &[ViewNa
                 .map(|(user, scores)| render::propensity_row(&user, &scores)),
         );
     }
-    let sequences = session_window
+    let sequences = by_session
         .filter(|_| need_sequences)
-        .map(|window| sequences::sequences(window, params));
+        .map(|outputs| sequences::sequences(outputs.facts(), params));
     if let Some(built) = &sequences {
         if wants(ViewName::Transitions) {
             outputs.push(

@@ -11,14 +11,13 @@
 use crate::Time;
 use crate::features::mean_half_up;
 use crate::in_place;
-use crate::model::{Event, EventKind, ItemId, Millis, SessionId, UserId};
+use crate::model::{Event, EventKind, ItemId, Millis};
 use crate::name::Name;
 use crate::params::ViewParams;
-use crate::sessions::{SessionWindow, split_runs};
 use crate::shared;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 
 /// The sequence settings (`[sequences]`).
 #[derive(Clone, Debug, PartialEq)]
@@ -89,62 +88,88 @@ impl StepKind {
 
 /// One thing a session contributes to the sequence views.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-enum Fact {
+pub enum Fact {
     Transition(StepKind, Name, Name),
     Path(Vec<Name>),
     /// How many funnel steps the session reached, in order (one per session).
     FunnelDepth(usize),
 }
 
-/// A session's steps, from its events in order (each with its multiplicity).
-struct Steps {
-    pages: Vec<Name>,
-    items: Vec<Name>,
+/// A session's facts, folded in step order: each page step adds its transition (and a
+/// purchase its path) as it comes, and so does each item step, so facts of events
+/// appended to a session come without re-reading it. The funnel depth is the one fact
+/// known only at the session's end ([`StepScan::depth_fact`]).
+pub struct StepScan<'a> {
+    params: &'a SequenceParams,
+    last_page: Option<&'a Name>,
+    last_item: Option<&'a Name>,
+    /// The last `path_length - 1` page steps, oldest first: a purchase's path before it.
+    recent_pages: VecDeque<&'a Name>,
+    /// Funnel steps reached, in order.
+    depth: usize,
 }
 
-impl Steps {
-    fn of<'a>(events: impl Iterator<Item = (&'a StepEvent, usize)>) -> Self {
-        let mut steps = Steps {
-            pages: Vec::new(),
-            items: Vec::new(),
-        };
-        for (event, count) in events {
-            for _ in 0..count {
-                if let Some(page) = &event.page {
-                    steps.pages.push(page.clone());
-                }
-            }
-            // Repeats of one item in a row are one step.
-            if let Some(item) = &event.item
-                && steps.items.last() != Some(&item.0)
-            {
-                steps.items.push(item.0.clone());
-            }
+impl<'a> StepScan<'a> {
+    pub fn new(params: &'a SequenceParams) -> Self {
+        StepScan {
+            params,
+            last_page: None,
+            last_item: None,
+            recent_pages: VecDeque::with_capacity(params.path_length),
+            depth: 0,
         }
-        steps
     }
 
-    fn facts(&self, params: &SequenceParams, into: &mut BTreeMap<Fact, isize>) {
-        for (kind, chain) in [(StepKind::Page, &self.pages), (StepKind::Item, &self.items)] {
-            for pair in chain.windows(2) {
-                let fact = Fact::Transition(kind, pair[0].clone(), pair[1].clone());
-                *into.entry(fact).or_default() += 1;
+    /// Folds in `count` copies of `event`, passing each fact it adds to `emit`. A page is a
+    /// step per copy; an item is one step, and none when it repeats the previous item.
+    pub fn step(&mut self, event: &'a StepEvent, count: usize, mut emit: impl FnMut(Fact)) {
+        if let Some(page) = &event.page {
+            for _ in 0..count {
+                self.page(page, &mut emit);
             }
         }
-        for (end, step) in self.pages.iter().enumerate() {
-            if step == PURCHASE_STEP {
-                let start = (end + 1).saturating_sub(params.path_length);
-                let path = self.pages[start..=end].to_vec();
-                *into.entry(Fact::Path(path)).or_default() += 1;
+        if let Some(item) = &event.item
+            && self.last_item != Some(&item.0)
+        {
+            if let Some(previous) = self.last_item {
+                emit(Fact::Transition(
+                    StepKind::Item,
+                    previous.clone(),
+                    item.0.clone(),
+                ));
             }
+            self.last_item = Some(&item.0);
         }
-        let mut depth = 0;
-        for step in &self.pages {
-            if params.funnel.get(depth) == Some(step) {
-                depth += 1;
+    }
+
+    fn page(&mut self, page: &'a Name, emit: &mut impl FnMut(Fact)) {
+        if let Some(previous) = self.last_page {
+            emit(Fact::Transition(
+                StepKind::Page,
+                previous.clone(),
+                page.clone(),
+            ));
+        }
+        self.last_page = Some(page);
+        let length = self.params.path_length;
+        if page == PURCHASE_STEP && length > 0 {
+            let path = self.recent_pages.iter().map(|step| (*step).clone());
+            emit(Fact::Path(path.chain([page.clone()]).collect()));
+        }
+        if self.params.funnel.get(self.depth) == Some(page) {
+            self.depth += 1;
+        }
+        if length > 1 {
+            if self.recent_pages.len() == length - 1 {
+                self.recent_pages.pop_front();
             }
+            self.recent_pages.push_back(page);
         }
-        *into.entry(Fact::FunnelDepth(depth)).or_default() += 1;
+    }
+
+    /// How far the session got down the funnel, so far.
+    pub fn depth_fact(&self) -> Fact {
+        Fact::FunnelDepth(self.depth)
     }
 }
 
@@ -179,39 +204,15 @@ pub struct FunnelStep {
     pub rate: i64,
 }
 
-/// Maintains the sequence views over the events of the window.
-pub fn sequences<'s>(window: SessionWindow<'s>, params: &ViewParams) -> Sequences<'s> {
-    let gap_ms = params.sessions.inactivity_gap_ms;
+/// Maintains the sequence views over the facts of the window's sessions (see
+/// [`crate::by_session`]).
+pub fn sequences<'s>(facts: VecCollection<'s, Time, Fact>, params: &ViewParams) -> Sequences<'s> {
     let sequence = params.sequences.clone();
-    let settings = sequence.clone();
-    // Each fact's readers take it straight from the reduce's output batches.
-    let facts = shared::reduce_arranged(
-        window,
-        "SessionSteps",
-        move |(_user, client_session): &(UserId, Option<SessionId>),
-              input,
-              output: &mut Vec<(Fact, isize)>| {
-            // `input` is sorted by value, i.e. in step order, with positive counts (an
-            // event's other fields only split equal steps into neighbouring entries).
-            let mut facts = BTreeMap::new();
-            let sessions = match client_session {
-                Some(_) => vec![input],
-                None => split_runs(input, |(event, _)| event.step.ts, gap_ms),
-            };
-            for session in sessions {
-                let events = session
-                    .iter()
-                    .map(|(event, count)| (&event.step, *count as usize));
-                Steps::of(events).facts(&settings, &mut facts);
-            }
-            output.extend(facts);
-        },
-    );
 
     // One reduce per origin gives both its transitions and its `next` list.
     let next_k = sequence.next_k;
-    let transition_facts = facts.clone().flat_map_ref(|_session, fact| match fact {
-        Fact::Transition(kind, from, to) => Some(((*kind, from.clone()), to.clone())),
+    let transition_facts = facts.clone().flat_map(|fact| match fact {
+        Fact::Transition(kind, from, to) => Some(((kind, from), to)),
         _ => None,
     });
     let per_origin = shared::reduce_arranged(
@@ -245,8 +246,8 @@ pub fn sequences<'s>(window: SessionWindow<'s>, params: &ViewParams) -> Sequence
         OriginRow::To(..) => None,
     });
     let paths = in_place::total(
-        facts.clone().flat_map_ref(|_session, fact| match fact {
-            Fact::Path(path) => Some(path.clone()),
+        facts.clone().flat_map(|fact| match fact {
+            Fact::Path(path) => Some(path),
             _ => None,
         }),
         "Paths",
@@ -254,8 +255,8 @@ pub fn sequences<'s>(window: SessionWindow<'s>, params: &ViewParams) -> Sequence
     );
     let funnel_steps = sequence.funnel.clone();
     let funnel = shared::reduce_then(
-        facts.flat_map_ref(|_session, fact| match fact {
-            Fact::FunnelDepth(depth) => Some(((), *depth)),
+        facts.flat_map(|fact| match fact {
+            Fact::FunnelDepth(depth) => Some(((), depth)),
             _ => None,
         }),
         "Funnel",
@@ -292,6 +293,7 @@ pub fn sequences<'s>(window: SessionWindow<'s>, params: &ViewParams) -> Sequence
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn event(ts: Millis, page: Option<&str>, item: Option<&str>) -> StepEvent {
         StepEvent {
@@ -310,14 +312,22 @@ mod tests {
             event(4, Some("cart"), Some("p2")),
             event(5, Some("purchase"), Some("p2")),
         ];
-        let steps = Steps::of(events.iter().map(|e| (e, 1)));
-        assert_eq!(steps.items, ["p1", "p2"]);
-        let mut facts = BTreeMap::new();
         let params = SequenceParams {
             path_length: 3,
             ..Default::default()
         };
-        steps.facts(&params, &mut facts);
+        let mut scan = StepScan::new(&params);
+        let mut facts: BTreeMap<Fact, isize> = BTreeMap::new();
+        for event in &events {
+            scan.step(event, 1, |fact| *facts.entry(fact).or_default() += 1);
+        }
+        *facts.entry(scan.depth_fact()).or_default() += 1;
+        let item = |a: &str, b: &str| Fact::Transition(StepKind::Item, Name::new(a), Name::new(b));
+        assert_eq!(
+            facts.get(&item("p1", "p2")),
+            Some(&1),
+            "a repeated item is one step"
+        );
         let path = Fact::Path(["product", "cart", "purchase"].map(Name::new).to_vec());
         assert_eq!(facts.get(&path), Some(&1));
         // home, (category missing): the funnel stops after its first step.
@@ -327,5 +337,30 @@ mod tests {
         assert_eq!(facts.get(&transition("home", "product")), Some(&1));
         assert_eq!(facts.get(&transition("cart", "purchase")), Some(&1));
         assert_eq!(facts.len(), 3 + 1 + 1 + 1, "{facts:?}");
+    }
+
+    #[test]
+    fn repeated_pages_are_steps_and_paths_keep_the_last_pages() {
+        let params = SequenceParams {
+            path_length: 2,
+            ..Default::default()
+        };
+        let (home, purchase) = (
+            event(1, Some("home"), None),
+            event(2, Some("purchase"), None),
+        );
+        let mut scan = StepScan::new(&params);
+        let mut facts: BTreeMap<Fact, isize> = BTreeMap::new();
+        let mut add = |fact| *facts.entry(fact).or_default() += 1;
+        scan.step(&home, 2, &mut add);
+        scan.step(&purchase, 2, &mut add);
+        let page = |a: &str, b: &str| Fact::Transition(StepKind::Page, Name::new(a), Name::new(b));
+        assert_eq!(facts.get(&page("home", "home")), Some(&1));
+        assert_eq!(facts.get(&page("home", "purchase")), Some(&1));
+        assert_eq!(facts.get(&page("purchase", "purchase")), Some(&1));
+        let path = |steps: [&str; 2]| Fact::Path(steps.map(Name::new).to_vec());
+        assert_eq!(facts.get(&path(["home", "purchase"])), Some(&1));
+        assert_eq!(facts.get(&path(["purchase", "purchase"])), Some(&1));
+        assert_eq!(scan.depth_fact(), Fact::FunnelDepth(1));
     }
 }

@@ -10,7 +10,6 @@ use crate::Time;
 use crate::model::{Event, EventKind, Millis, ScrollDepth, SessionId, UserId};
 use crate::params::{EngagementParams, FeedbackParams, ViewParams};
 use crate::sequences::StepEvent;
-use crate::shared;
 use crate::windows::sliding;
 use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
@@ -99,7 +98,7 @@ pub struct SessionAggregate {
 }
 
 impl SessionAggregate {
-    fn starting_at(ts: Millis) -> Self {
+    pub(crate) fn starting_at(ts: Millis) -> Self {
         SessionAggregate {
             start: ts,
             end: ts,
@@ -117,7 +116,7 @@ impl SessionAggregate {
     }
 
     /// Folds in `count` copies of one event.
-    fn absorb(&mut self, event: &SessionEvent, count: u64) {
+    pub(crate) fn absorb(&mut self, event: &SessionEvent, count: u64) {
         self.start = self.start.min(event.step.ts);
         self.end = self.end.max(event.step.ts);
         self.last_at = self.last_at.max(event.at);
@@ -134,7 +133,7 @@ impl SessionAggregate {
     }
 
     /// Derives the classifications once every event is in.
-    fn classify(&mut self, engagement: &EngagementParams, feedback: &FeedbackParams) {
+    pub(crate) fn classify(&mut self, engagement: &EngagementParams, feedback: &FeedbackParams) {
         self.engagement = if self.high_intent > 0 {
             Engagement::HighIntent
         } else if self.active_actions > 0 || self.max_scroll >= engagement.passive_max_scroll {
@@ -169,31 +168,19 @@ pub fn split_runs<T>(records: &[T], ts: impl Fn(&T) -> Millis, gap_ms: Millis) -
     runs
 }
 
-/// One session's aggregate from its time-ordered events (with multiplicities).
-fn aggregate<'a>(events: impl IntoIterator<Item = (&'a SessionEvent, u64)>) -> SessionAggregate {
-    let mut events = events.into_iter().peekable();
-    let start = events.peek().map_or(0, |(event, _)| event.step.ts);
-    let mut aggregate = SessionAggregate::starting_at(start);
-    for (event, count) in events {
-        aggregate.absorb(event, count);
-    }
-    aggregate
-}
-
 /// The name of a session derived from an inactivity gap.
 pub fn derived_session_id(start: Millis) -> SessionId {
     SessionId::new(&format!("auto-{start}"))
 }
 
-/// The events of the window per (user, client session), arranged once: `sessions` and the
-/// sequence views both reduce over it.
-pub type SessionWindow<'s> = shared::ByKey<'s, (UserId, Option<SessionId>), SessionEvent>;
+/// The window's events, keyed by (user, client session): what [`crate::by_session`] reduces.
+pub type WindowEvents<'s> = VecCollection<'s, Time, ((UserId, Option<SessionId>), SessionEvent)>;
 
 /// Keeps each event's [`SessionEvent`] for the window's span, by (user, client session).
-pub fn session_window<'s>(
+pub fn window_events<'s>(
     events: VecCollection<'s, Time, Event>,
     params: &ViewParams,
-) -> SessionWindow<'s> {
+) -> WindowEvents<'s> {
     let engagement = params.engagement.clone();
     // The effective (timely) time travels in the summary: recency windows run on it.
     let summaries = events
@@ -209,47 +196,23 @@ pub fn session_window<'s>(
             (((event.user, event.session), summary), at, diff)
         })
         .as_collection();
-    shared::by_key(sliding(summaries, params.windows.span_ms), "SessionWindow")
+    sliding(summaries, params.windows.span_ms)
 }
 
-/// Maintains the `sessions` view over the events of the window.
-pub fn sessions<'s>(
-    window: SessionWindow<'s>,
-    params: &ViewParams,
-) -> VecCollection<'s, Time, (SessionKey, SessionAggregate)> {
-    let gap_ms = params.sessions.inactivity_gap_ms;
-    let (engagement, feedback) = (params.engagement.clone(), params.feedback.clone());
-    shared::reduce_arranged(
-        window,
-        "Sessions",
-        move |(_user, client_session),
-              input,
-              output: &mut Vec<((SessionId, SessionAggregate), isize)>| {
-            // `input` is sorted by value, i.e. by time, with positive multiplicities.
-            let of = |run: &[(&SessionEvent, isize)]| {
-                aggregate(run.iter().map(|(event, count)| (*event, *count as u64)))
-            };
-            let mut found = match client_session {
-                Some(id) => vec![(id.clone(), of(input))],
-                None => split_runs(input, |(event, _)| event.step.ts, gap_ms)
-                    .into_iter()
-                    .map(|run| {
-                        let aggregate = of(run);
-                        (derived_session_id(aggregate.start), aggregate)
-                    })
-                    .collect(),
-            };
-            for (id, mut aggregate) in found.drain(..) {
-                aggregate.classify(&engagement, &feedback);
-                output.push(((id, aggregate), 1));
-            }
-        },
-    )
-    .flat_map_ref(|(user, _client_session), (session, aggregate)| {
-        let key = SessionKey {
-            user: user.clone(),
-            session: session.clone(),
-        };
-        Some((key, aggregate.clone()))
-    })
+/// The `sessions` view's settings, as [`sessions_of`] reads them.
+#[derive(Clone, Debug)]
+pub struct SessionParams {
+    pub gap_ms: Millis,
+    pub engagement: EngagementParams,
+    pub feedback: FeedbackParams,
+}
+
+impl SessionParams {
+    pub fn of(params: &ViewParams) -> Self {
+        SessionParams {
+            gap_ms: params.sessions.inactivity_gap_ms,
+            engagement: params.engagement.clone(),
+            feedback: params.feedback.clone(),
+        }
+    }
 }

@@ -123,7 +123,7 @@ where
                             }
                             differential_dataflow::consolidation::consolidate(&mut changes);
                             if !changes.is_empty() {
-                                // At the held capability (see `in_place::reduce_in_place`).
+                                // At the held capability (see `in_place::update_in_place`).
                                 output.session(capability).give_iterator(
                                     changes.drain(..).map(|(record, diff)| (record, time, diff)),
                                 );

@@ -1,0 +1,406 @@
+//! What each (user, client session) key of the window gives the views that read sessions:
+//! the `sessions` view's rows and the sequence views' facts, kept in one place.
+//!
+//! Both are functions of the key's events in the window, in step order, split into
+//! sessions (the client session, or runs between inactivity gaps). Events mostly arrive in
+//! order, so most changes append to the key's last session: then only that session's row
+//! and funnel depth are retracted and re-inserted, and the appended events add their own
+//! transitions and paths ([`StepScan`]), without rebuilding the session's facts. Any other
+//! change (a window expiry, an event out of order) retracts everything the key gave and
+//! inserts what it gives now. A key's state is its events ([`in_place::update_in_place`]);
+//! differential's `reduce` would hold them in a trace and each output in another, and
+//! rebuild the whole output at every time the key changes, which makes a long session
+//! cost its length for every event added.
+
+use crate::Time;
+use crate::in_place;
+use crate::model::{SessionId, UserId};
+use crate::params::ViewParams;
+use crate::sequences::{Fact, SequenceParams, StepScan};
+use crate::sessions::{
+    SessionAggregate, SessionEvent, SessionKey, SessionParams, WindowEvents, derived_session_id,
+    split_runs,
+};
+use differential_dataflow::VecCollection;
+use serde::{Deserialize, Serialize};
+
+/// One output of a (user, client session) key.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum KeyOutput {
+    Session(SessionId, SessionAggregate),
+    Fact(Fact),
+}
+
+/// Which of the two outputs some view reads.
+#[derive(Clone, Copy, Debug)]
+pub struct Wanted {
+    pub sessions: bool,
+    pub facts: bool,
+}
+
+/// The changes of both outputs, split by [`BySession::sessions`] and [`BySession::facts`].
+pub struct BySession<'s> {
+    changes: VecCollection<'s, Time, ((UserId, Option<SessionId>), KeyOutput)>,
+}
+
+impl<'s> BySession<'s> {
+    /// The `sessions` view.
+    pub fn sessions(&self) -> VecCollection<'s, Time, (SessionKey, SessionAggregate)> {
+        self.changes
+            .clone()
+            .flat_map(|((user, _client_session), output)| match output {
+                KeyOutput::Session(session, aggregate) => {
+                    Some((SessionKey { user, session }, aggregate))
+                }
+                KeyOutput::Fact(_) => None,
+            })
+    }
+
+    /// Every session's facts, for the sequence views.
+    pub fn facts(&self) -> VecCollection<'s, Time, Fact> {
+        self.changes
+            .clone()
+            .flat_map(|(_key, output)| match output {
+                KeyOutput::Fact(fact) => Some(fact),
+                KeyOutput::Session(..) => None,
+            })
+    }
+}
+
+/// Maintains the wanted outputs of every (user, client session) key of `window`.
+pub fn by_session<'s>(
+    window: WindowEvents<'s>,
+    params: &ViewParams,
+    wanted: Wanted,
+) -> BySession<'s> {
+    let settings = Settings {
+        sessions: SessionParams::of(params),
+        sequences: params.sequences.clone(),
+        wanted,
+    };
+    let changes = in_place::update_in_place(
+        window,
+        "BySession",
+        move |(_user, client_session), events, updates, changes| {
+            let appended = updates.iter().all(|(_, diff)| *diff > 0)
+                && events
+                    .last()
+                    .is_none_or(|(last, _)| updates.first().is_some_and(|(first, _)| first > last));
+            if appended {
+                let old_len = events.len();
+                events.extend_from_slice(updates);
+                settings.appended(client_session, events, old_len, changes);
+            } else {
+                settings.outputs(client_session, events, -1, changes);
+                in_place::apply(events, in_place::by_ref(updates));
+                settings.outputs(client_session, events, 1, changes);
+            }
+        },
+    );
+    BySession { changes }
+}
+
+struct Settings {
+    sessions: SessionParams,
+    sequences: SequenceParams,
+    wanted: Wanted,
+}
+
+/// A key's events, sorted by value (step order), with positive counts.
+type Events = [(SessionEvent, isize)];
+
+/// One session being read in step order: its aggregate and its facts so far.
+struct Run<'a> {
+    aggregate: SessionAggregate,
+    steps: StepScan<'a>,
+}
+
+impl Settings {
+    /// Every output of `events` with multiplicity `sign`.
+    fn outputs(
+        &self,
+        client_session: &Option<SessionId>,
+        events: &Events,
+        sign: isize,
+        out: &mut Vec<(KeyOutput, isize)>,
+    ) {
+        for run in self.runs(client_session, events) {
+            self.scan(client_session, run, sign, out);
+        }
+    }
+
+    /// The changes when `events[old_len..]` were appended after every earlier event: the
+    /// last session before them is retracted and re-read without emitting its facts, then
+    /// continued with the new events; a gap in them starts new sessions.
+    fn appended(
+        &self,
+        client_session: &Option<SessionId>,
+        events: &Events,
+        old_len: usize,
+        out: &mut Vec<(KeyOutput, isize)>,
+    ) {
+        let gap_ms = self.sessions.gap_ms;
+        let gap = |at: usize| {
+            client_session.is_none() && events[at].0.step.ts - events[at - 1].0.step.ts > gap_ms
+        };
+        // Where the last old session starts, and whether the new events continue it.
+        let mut start = old_len;
+        while start > 0 && (start == old_len || !gap(start)) {
+            start -= 1;
+        }
+        if old_len == 0 || gap(old_len) {
+            self.outputs(client_session, &events[old_len..], 1, out);
+            return;
+        }
+        let mut run = self.start(&events[start..old_len], None);
+        self.close(client_session, &run, -1, out);
+        let mut end = old_len;
+        while end < events.len() && (end == old_len || !gap(end)) {
+            self.step(&mut run, &events[end], 1, out);
+            end += 1;
+        }
+        self.close(client_session, &run, 1, out);
+        self.outputs(client_session, &events[end..], 1, out);
+    }
+
+    /// The sessions of a key's events: the one client session, or runs between gaps.
+    fn runs<'a>(&self, client_session: &Option<SessionId>, events: &'a Events) -> Vec<&'a Events> {
+        match client_session {
+            _ if events.is_empty() => Vec::new(),
+            Some(_) => vec![events],
+            None => split_runs(events, |(event, _)| event.step.ts, self.sessions.gap_ms),
+        }
+    }
+
+    /// Every output of one session with multiplicity `sign`.
+    fn scan(
+        &self,
+        client_session: &Option<SessionId>,
+        run: &Events,
+        sign: isize,
+        out: &mut Vec<(KeyOutput, isize)>,
+    ) {
+        let run = self.start(run, Some((sign, &mut *out)));
+        self.close(client_session, &run, sign, out);
+    }
+
+    /// Reads `events` (one session, not empty) in order; with `emit`, pushes the facts
+    /// they add with that multiplicity.
+    fn start<'a>(
+        &'a self,
+        events: &'a Events,
+        mut emit: Option<(isize, &mut Vec<(KeyOutput, isize)>)>,
+    ) -> Run<'a> {
+        let mut run = Run {
+            aggregate: SessionAggregate::starting_at(events[0].0.step.ts),
+            steps: StepScan::new(&self.sequences),
+        };
+        for event in events {
+            match &mut emit {
+                Some((sign, out)) => self.step(&mut run, event, *sign, out),
+                None => self.fold(&mut run, event, |_| {}),
+            }
+        }
+        run
+    }
+
+    /// Folds one event into `run`, pushing the facts it adds with multiplicity `sign`.
+    fn step<'a>(
+        &self,
+        run: &mut Run<'a>,
+        event: &'a (SessionEvent, isize),
+        sign: isize,
+        out: &mut Vec<(KeyOutput, isize)>,
+    ) {
+        self.fold(run, event, |fact| out.push((KeyOutput::Fact(fact), sign)));
+    }
+
+    fn fold<'a>(
+        &self,
+        run: &mut Run<'a>,
+        (event, count): &'a (SessionEvent, isize),
+        emit: impl FnMut(Fact),
+    ) {
+        run.aggregate.absorb(event, *count as u64);
+        if self.wanted.facts {
+            run.steps.step(&event.step, *count as usize, emit);
+        }
+    }
+
+    /// The outputs known only once a session is read: its row and its funnel depth.
+    fn close(
+        &self,
+        client_session: &Option<SessionId>,
+        run: &Run,
+        sign: isize,
+        out: &mut Vec<(KeyOutput, isize)>,
+    ) {
+        if self.wanted.sessions {
+            let mut aggregate = run.aggregate.clone();
+            aggregate.classify(&self.sessions.engagement, &self.sessions.feedback);
+            let id = match client_session {
+                Some(id) => id.clone(),
+                None => derived_session_id(aggregate.start),
+            };
+            out.push((KeyOutput::Session(id, aggregate), sign));
+        }
+        if self.wanted.facts {
+            out.push((KeyOutput::Fact(run.steps.depth_fact()), sign));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ItemId;
+    use crate::name::Name;
+    use crate::sequences::StepEvent;
+    use crate::sessions::EventClass;
+    use differential_dataflow::input::InputSession;
+    use std::sync::{Arc, Mutex};
+
+    type Key = (UserId, Option<SessionId>);
+    type Changes = Arc<Mutex<Vec<((Key, KeyOutput), Time, isize)>>>;
+
+    fn event(ts: u64, page: u64, item: u64) -> SessionEvent {
+        let pages = ["home", "category", "product", "cart", "purchase"];
+        SessionEvent {
+            step: StepEvent {
+                ts,
+                page: (page < 5).then(|| Name::new(pages[page as usize])),
+                item: (item < 3).then(|| ItemId::new(["a", "b", "c"][item as usize])),
+            },
+            at: ts,
+            class: EventClass {
+                page_view: page < 4,
+                purchase: page == 4,
+                high_intent: item == 2,
+                active: item < 2,
+            },
+            scroll: None,
+            dwell_ms: ts % 7_000,
+        }
+    }
+
+    /// Runs random window changes (mostly appends, also events out of order, repeats and
+    /// retractions, and gaps that split session-less keys) through [`by_session`] and
+    /// through differential's `reduce` rebuilding every output of a key from its events,
+    /// and returns both outputs, consolidated.
+    fn run(workers: usize, seed: u64) -> [Vec<((Key, KeyOutput), Time, isize)>; 2] {
+        let outputs: [Changes; 2] = Default::default();
+        let shared = outputs.clone();
+        timely::execute(timely::Config::process(workers), move |worker| {
+            let mut input = InputSession::<Time, (Key, SessionEvent), isize>::new();
+            let [ours, theirs] = shared.clone();
+            let probe = worker.dataflow(|scope| {
+                let window = input.to_collection(scope);
+                let wanted = Wanted {
+                    sessions: true,
+                    facts: true,
+                };
+                let params = ViewParams::default();
+                by_session(window.clone(), &params, wanted)
+                    .changes
+                    .inspect(move |update| ours.lock().unwrap().push(update.clone()));
+                let settings = Settings {
+                    sessions: SessionParams::of(&params),
+                    sequences: params.sequences.clone(),
+                    wanted,
+                };
+                let (probe, _) = window
+                    .reduce(move |key: &Key, input, output| {
+                        let events: Vec<(SessionEvent, isize)> =
+                            input.iter().map(|(e, c)| ((*e).clone(), *c)).collect();
+                        settings.outputs(&key.1, &events, 1, output);
+                        differential_dataflow::consolidation::consolidate(output);
+                    })
+                    .inspect(move |update| theirs.lock().unwrap().push(update.clone()))
+                    .probe();
+                probe
+            });
+            if worker.index() != 0 {
+                return;
+            }
+            let mut state = seed;
+            let mut next = move |bound: u64| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (state >> 33) % bound
+            };
+            let keys: Vec<Key> = (0..4)
+                .map(|k| {
+                    (
+                        UserId::new(&format!("u{}", k % 2)),
+                        (k >= 2).then(|| SessionId::new("s")),
+                    )
+                })
+                .collect();
+            let mut clocks = [0u64; 4];
+            let mut live: Vec<((Key, SessionEvent), Time)> = Vec::new();
+            for round in 0..80u64 {
+                let now = round * 10;
+                input.advance_to(now);
+                for _ in 0..next(6) {
+                    let time = now + next(10);
+                    if !live.is_empty() && next(6) == 0 {
+                        let (record, at) = live.swap_remove(next(live.len() as u64) as usize);
+                        input.update_at(record, time.max(at), -1);
+                        continue;
+                    }
+                    // A burst of a key's events at one time: an append can hold a gap.
+                    let k = next(4) as usize;
+                    for _ in 0..1 + next(3) {
+                        // Mostly forward in time, sometimes past the 30-minute gap,
+                        // sometimes back before the key's latest event.
+                        let ts = match next(10) {
+                            0 => clocks[k].saturating_sub(next(120_000)),
+                            1 => clocks[k] + 2_000_000,
+                            _ => clocks[k] + next(60_000),
+                        };
+                        clocks[k] = clocks[k].max(ts);
+                        let record = (keys[k].clone(), event(ts, next(6), next(4)));
+                        let copies = 1 + isize::from(next(8) == 0);
+                        input.update_at(record.clone(), time, copies);
+                        live.push((record, time));
+                    }
+                }
+            }
+            input.close();
+            while !probe.done() {
+                worker.step();
+            }
+        })
+        .unwrap();
+        outputs.map(|changes| {
+            let mut changes = std::mem::take(&mut *changes.lock().unwrap());
+            differential_dataflow::consolidation::consolidate_updates(&mut changes);
+            changes
+        })
+    }
+
+    #[test]
+    fn matches_rebuilding_every_output_time_by_time() {
+        for workers in [1, 2] {
+            for seed in 0..4 {
+                let [ours, theirs] = run(workers, seed);
+                assert!(
+                    theirs.len() > 200,
+                    "too few changes to tell: {}",
+                    theirs.len()
+                );
+                let first_difference = ours.iter().zip(&theirs).position(|(a, b)| a != b);
+                assert!(
+                    ours == theirs,
+                    "workers {workers}, seed {seed}: {} changes against {}, first differing at \
+                     {first_difference:?}: {:?} against {:?}",
+                    ours.len(),
+                    theirs.len(),
+                    first_difference.map(|at| &ours[at]),
+                    first_difference.map(|at| &theirs[at]),
+                );
+            }
+        }
+    }
+}
