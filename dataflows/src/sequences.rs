@@ -3,10 +3,11 @@
 //! each position), `paths` (the last steps before each purchase) and `funnel`.
 //!
 //! The sessions are the `sessions` view's: the events of the window, grouped by client
-//! session id, or split at inactivity gaps. One reduce per (user, client session) turns a
-//! session's ordered events into *facts* (each transition, each purchase path, the funnel
-//! depth), with multiplicities; the views are sums of facts over all sessions. An event
-//! changes only its own session's facts, so the work per event is one session's length.
+//! session id, or split at inactivity gaps. Each session's ordered events give *facts*
+//! (each transition, each purchase path, the funnel depth), with multiplicities, kept per
+//! (user, client session) by [`crate::by_session`] with [`StepScan`]; the views are sums of
+//! facts over all sessions. An event changes only its own session's facts, and one
+//! appended in order only the facts it adds and the session's funnel depth.
 
 use crate::Time;
 use crate::features::mean_half_up;

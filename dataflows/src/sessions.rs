@@ -5,6 +5,9 @@
 //! split wherever two consecutive events are more than the inactivity gap apart; such a
 //! session is named `auto-<start ms>`, so an event that moves its start renames it (the
 //! old row is retracted, the new one inserted).
+//!
+//! This module defines the window's events and a session's aggregate; the rows are kept
+//! by [`crate::by_session`], with the sequence views' facts of the same sessions.
 
 use crate::Time;
 use crate::model::{Event, EventKind, Millis, ScrollDepth, SessionId, UserId};
@@ -199,7 +202,7 @@ pub fn window_events<'s>(
     sliding(summaries, params.windows.span_ms)
 }
 
-/// The `sessions` view's settings, as [`sessions_of`] reads them.
+/// The `sessions` view's settings.
 #[derive(Clone, Debug)]
 pub struct SessionParams {
     pub gap_ms: Millis,
