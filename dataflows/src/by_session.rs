@@ -100,6 +100,7 @@ pub fn by_session<'s>(
     BySession { changes }
 }
 
+/// What a key's outputs depend on besides its events.
 struct Settings {
     sessions: SessionParams,
     sequences: SequenceParams,
@@ -322,13 +323,7 @@ mod tests {
             if worker.index() != 0 {
                 return;
             }
-            let mut state = seed;
-            let mut next = move |bound: u64| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (state >> 33) % bound
-            };
+            let mut next = crate::in_place::tests::random(seed);
             let keys: Vec<Key> = (0..4)
                 .map(|k| {
                     (

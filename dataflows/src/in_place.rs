@@ -247,6 +247,17 @@ pub(crate) mod tests {
         output.push(((u32::MAX, 0), input.len() as isize));
     }
 
+    /// Numbers below `bound` from a small LCG: deterministic, no dependency for a test.
+    pub(crate) fn random(seed: u64) -> impl FnMut(u64) -> u64 {
+        let mut state = seed;
+        move |bound| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) % bound
+        }
+    }
+
     /// An in-place operator and its differential counterpart, built on the same input.
     pub(crate) type Pair = for<'s> fn(
         VecCollection<'s, Time, (u32, u32)>,
@@ -323,14 +334,7 @@ pub(crate) mod tests {
             if worker.index() != 0 {
                 return;
             }
-            // A small LCG: deterministic, no dependency for a test.
-            let mut state = seed;
-            let mut next = move |bound: u64| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (state >> 33) % bound
-            };
+            let mut next = random(seed);
             let mut live: Vec<((u32, u32), Time)> = Vec::new();
             for round in 0..60u64 {
                 let now = round * 10;
