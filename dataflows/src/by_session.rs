@@ -153,7 +153,11 @@ impl Settings {
             self.outputs(client_session, &events[old_len..], 1, out);
             return;
         }
-        let mut run = self.start(&events[start..old_len], None);
+        // The last old session's state, re-read without emitting the facts it has given.
+        let mut run = self.begin(&events[start].0);
+        for event in &events[start..old_len] {
+            self.fold(&mut run, event, |_| {});
+        }
         self.close(client_session, &run, -1, out);
         let mut end = old_len;
         while end < events.len() && (end == old_len || !gap(end)) {
@@ -181,28 +185,19 @@ impl Settings {
         sign: isize,
         out: &mut Vec<(KeyOutput, isize)>,
     ) {
-        let run = self.start(run, Some((sign, &mut *out)));
-        self.close(client_session, &run, sign, out);
+        let mut session = self.begin(&run[0].0);
+        for event in run {
+            self.step(&mut session, event, sign, out);
+        }
+        self.close(client_session, &session, sign, out);
     }
 
-    /// Reads `events` (one session, not empty) in order; with `emit`, pushes the facts
-    /// they add with that multiplicity.
-    fn start<'a>(
-        &'a self,
-        events: &'a Events,
-        mut emit: Option<(isize, &mut Vec<(KeyOutput, isize)>)>,
-    ) -> Run<'a> {
-        let mut run = Run {
-            aggregate: SessionAggregate::starting_at(events[0].0.step.ts),
+    /// A session whose first event is `first`, with nothing read yet.
+    fn begin(&self, first: &SessionEvent) -> Run<'_> {
+        Run {
+            aggregate: SessionAggregate::starting_at(first.step.ts),
             steps: StepScan::new(&self.sequences),
-        };
-        for event in events {
-            match &mut emit {
-                Some((sign, out)) => self.step(&mut run, event, *sign, out),
-                None => self.fold(&mut run, event, |_| {}),
-            }
         }
-        run
     }
 
     /// Folds one event into `run`, pushing the facts it adds with multiplicity `sign`.
@@ -216,6 +211,7 @@ impl Settings {
         self.fold(run, event, |fact| out.push((KeyOutput::Fact(fact), sign)));
     }
 
+    /// Folds one event into `run`, passing the facts it adds to `emit`.
     fn fold<'a>(
         &self,
         run: &mut Run<'a>,
