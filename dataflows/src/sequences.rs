@@ -192,6 +192,71 @@ pub struct Sequences<'s> {
     pub funnel: VecCollection<'s, Time, FunnelStep>,
 }
 
+/// Applies `updates` (destinations with count changes, sorted) to an origin's `input`
+/// (destinations with counts, sorted) and pushes what changed in its rows. A destination's
+/// `p` is its share of the origin's total, so any count change can move every sibling's
+/// `p`; rather than rebuild and compare all rows (the reduce's way, a clone per row per
+/// change), one merge walk compares each destination's (count, p) before and after and
+/// emits only those that moved, and `next` only if its list did.
+fn origin_changes(
+    input: &mut Vec<(Name, isize)>,
+    updates: &[(Name, isize)],
+    next_k: usize,
+    changes: &mut Vec<(OriginRow, isize)>,
+) {
+    let old_total: i64 = input.iter().map(|(_, count)| *count as i64).sum();
+    let new_total = old_total + updates.iter().map(|(_, diff)| *diff as i64).sum::<i64>();
+    let share = |count: isize, total: i64| mean_half_up(10_000 * count as i64, total);
+    let old_next = (!input.is_empty()).then(|| next_steps(input, next_k, old_total));
+    let mut kept = input.iter().peekable();
+    let mut row = |to: &Name, old: isize, new: isize| {
+        let before = (old != 0).then(|| (old as u64, share(old, old_total)));
+        let after = (new != 0).then(|| (new as u64, share(new, new_total)));
+        if before != after {
+            let rows = [(before, -1), (after, 1)];
+            for (count_p, diff) in rows {
+                if let Some((count, p)) = count_p {
+                    changes.push((OriginRow::To(to.clone(), count, p), diff));
+                }
+            }
+        }
+    };
+    for (to, diff) in updates {
+        // Destinations the updates skip keep their count; only their share can move.
+        while let Some((other, count)) = kept.next_if(|(other, _)| other < to) {
+            row(other, *count, *count);
+        }
+        let old = kept
+            .next_if(|(other, _)| other == to)
+            .map_or(0, |(_, count)| *count);
+        row(to, old, old + diff);
+    }
+    for (other, count) in kept {
+        row(other, *count, *count);
+    }
+    in_place::apply(input, in_place::by_ref(updates));
+    let new_next = (!input.is_empty()).then(|| next_steps(input, next_k, new_total));
+    if old_next != new_next {
+        changes.extend(old_next.map(|next| (OriginRow::Next(next), -1)));
+        changes.extend(new_next.map(|next| (OriginRow::Next(next), 1)));
+    }
+}
+
+/// The `next_k` most frequent destinations (ties by name) with their shares of `total`.
+fn next_steps(input: &[(Name, isize)], next_k: usize, total: i64) -> NextSteps {
+    let mut ranked: Vec<(isize, &Name)> = input.iter().map(|(to, count)| (*count, to)).collect();
+    let order = |a: &(isize, &Name), b: &(isize, &Name)| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1));
+    if ranked.len() > next_k && next_k > 0 {
+        ranked.select_nth_unstable_by(next_k - 1, order);
+    }
+    ranked.truncate(next_k);
+    ranked.sort_unstable_by(order);
+    ranked
+        .into_iter()
+        .map(|(count, to)| (to.clone(), mean_half_up(10_000 * count as i64, total)))
+        .collect()
+}
+
 pub type Transition = (StepKind, Name, Name);
 pub type NextSteps = Vec<(Name, i64)>;
 
@@ -210,40 +275,27 @@ pub struct FunnelStep {
 pub fn sequences<'s>(facts: VecCollection<'s, Time, Fact>, params: &ViewParams) -> Sequences<'s> {
     let sequence = params.sequences.clone();
 
-    // One reduce per origin gives both its transitions and its `next` list.
+    // One in-place operator per origin gives both its transitions and its `next` list.
     let next_k = sequence.next_k;
     let transition_facts = facts.clone().flat_map(|fact| match fact {
         Fact::Transition(kind, from, to) => Some(((kind, from), to)),
         _ => None,
     });
-    let per_origin = shared::reduce_arranged(
-        shared::by_key(transition_facts, "Transitions"),
+    let per_origin = in_place::update_in_place(
+        transition_facts,
         "Transitions",
-        move |_origin, input, output| {
-            let total = input.iter().map(|(_, count)| *count as i64).sum();
-            let p = |count: isize| mean_half_up(10_000 * count as i64, total);
-            for (to, count) in input {
-                output.push((OriginRow::To((*to).clone(), *count as u64, p(*count)), 1));
-            }
-            let mut ranked: Vec<(isize, &Name)> =
-                input.iter().map(|(to, count)| (*count, *to)).collect();
-            ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-            let next = ranked
-                .into_iter()
-                .take(next_k)
-                .map(|(count, to)| (to.clone(), p(count)))
-                .collect();
-            output.push((OriginRow::Next(next), 1));
+        move |_origin, input, updates, changes| {
+            origin_changes(input, updates, next_k, changes);
         },
     );
     let transitions = per_origin
         .clone()
-        .flat_map_ref(|(kind, from), row| match row {
-            OriginRow::To(to, count, p) => Some(((*kind, from.clone(), to.clone()), (*count, *p))),
+        .flat_map(|((kind, from), row)| match row {
+            OriginRow::To(to, count, p) => Some(((kind, from, to), (count, p))),
             OriginRow::Next(_) => None,
         });
-    let next = per_origin.flat_map_ref(|origin, row| match row {
-        OriginRow::Next(next) => Some((origin.clone(), next.clone())),
+    let next = per_origin.flat_map(|(origin, row)| match row {
+        OriginRow::Next(next) => Some((origin, next)),
         OriginRow::To(..) => None,
     });
     let paths = in_place::total(
@@ -302,6 +354,64 @@ mod tests {
             page: page.map(Name::new),
             item: item.map(ItemId::new),
         }
+    }
+
+    /// The per-origin rows as differential's `reduce` computes them, rebuilt whole at every
+    /// change: what [`origin_changes`] must match time by time.
+    fn origin_rows(input: &[(&Name, isize)], next_k: usize, output: &mut Vec<(OriginRow, isize)>) {
+        let total = input.iter().map(|(_, count)| *count as i64).sum();
+        let p = |count: isize| mean_half_up(10_000 * count as i64, total);
+        for (to, count) in input {
+            output.push((OriginRow::To((*to).clone(), *count as u64, p(*count)), 1));
+        }
+        let mut ranked: Vec<(isize, &Name)> =
+            input.iter().map(|(to, count)| (*count, *to)).collect();
+        ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+        let next = ranked
+            .into_iter()
+            .take(next_k)
+            .map(|(count, to)| (to.clone(), p(count)))
+            .collect();
+        output.push((OriginRow::Next(next), 1));
+    }
+
+    /// Origins and destinations as names, and each row back as numbers the shared harness
+    /// compares: a destination row as (destination, count and p), `next` as a digest.
+    fn per_origin_pair(
+        collection: VecCollection<'_, Time, (u32, u32)>,
+    ) -> [VecCollection<'_, Time, (u32, (u32, isize))>; 2] {
+        const NEXT_K: usize = 3;
+        let named =
+            collection.map(|(from, to)| (Name::new(&from.to_string()), Name::new(&to.to_string())));
+        let ours =
+            in_place::update_in_place(named.clone(), "InPlace", |_, input, updates, changes| {
+                origin_changes(input, updates, NEXT_K, changes)
+            });
+        let theirs = named.reduce(|_, input, output| origin_rows(input, NEXT_K, output));
+        let number = |name: &Name| name.as_str().parse::<u32>().unwrap();
+        [ours, theirs].map(|rows| {
+            rows.map(move |(from, row)| {
+                let value = match row {
+                    OriginRow::To(to, count, p) => {
+                        (number(&to), count as isize * 100_000 + p as isize)
+                    }
+                    OriginRow::Next(next) => {
+                        let digest = next.iter().fold(0isize, |digest, (to, p)| {
+                            digest
+                                .wrapping_mul(1_000_003)
+                                .wrapping_add(number(to) as isize * 100_000 + *p as isize)
+                        });
+                        (u32::MAX, digest)
+                    }
+                };
+                (number(&from), value)
+            })
+        })
+    }
+
+    #[test]
+    fn origin_changes_match_a_rebuilt_reduce_time_by_time() {
+        in_place::tests::assert_same_changes(per_origin_pair);
     }
 
     #[test]
