@@ -258,7 +258,8 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     type Key = (UserId, Option<SessionId>);
-    type Changes = Arc<Mutex<Vec<((Key, KeyOutput), Time, isize)>>>;
+    type Change = ((Key, KeyOutput), Time, isize);
+    type Changes = Arc<Mutex<Vec<Change>>>;
 
     fn event(ts: u64, page: u64, item: u64) -> SessionEvent {
         let pages = ["home", "category", "product", "cart", "purchase"];
@@ -284,7 +285,7 @@ mod tests {
     /// retractions, and gaps that split session-less keys) through [`by_session`] and
     /// through differential's `reduce` rebuilding every output of a key from its events,
     /// and returns both outputs, consolidated.
-    fn run(workers: usize, seed: u64) -> [Vec<((Key, KeyOutput), Time, isize)>; 2] {
+    fn run(workers: usize, seed: u64) -> [Vec<Change>; 2] {
         let outputs: [Changes; 2] = Default::default();
         let shared = outputs.clone();
         timely::execute(timely::Config::process(workers), move |worker| {

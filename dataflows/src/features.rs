@@ -12,7 +12,7 @@ use crate::Time;
 use crate::model::{Category, Event, Millis, UserId};
 use crate::params::{DAY_MS, WindowParams};
 use crate::sessions::{Engagement, SessionAggregate, SessionKey};
-use crate::windows::sliding;
+use crate::windows::{deferred, sliding};
 use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
 use differential_dataflow::operators::CountTotal;
 use differential_dataflow::{AsCollection, VecCollection};
@@ -217,7 +217,9 @@ impl Multiply<isize> for FeatureSums {
 /// session row counts as "recent" from when it appears until it is replaced or its last
 /// event is older than the window, whichever comes first. The expiry is scheduled when the
 /// row appears and cancelled by the row's retraction, so a user holds one pending expiry
-/// per live session instead of one per event. Longer windows count events directly.
+/// per live session instead of one per event; expiries wait in [`deferred`], not in the
+/// sum's batcher, which would re-sort all of them at every step. Longer windows count
+/// events directly.
 pub fn features<'s>(
     events: VecCollection<'s, Time, Event>,
     sessions: VecCollection<'s, Time, (SessionKey, SessionAggregate)>,
@@ -249,7 +251,7 @@ pub fn features<'s>(
         })
         .as_collection();
     let mut parts = vec![
-        session_parts,
+        deferred(session_parts),
         affinity_users_categories.explode(|(user, _category)| {
             Some((
                 user,

@@ -346,6 +346,7 @@ pub fn sequences<'s>(facts: VecCollection<'s, Time, Fact>, params: &ViewParams) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::in_place::tests::{Compared, assert_same_changes};
     use std::collections::BTreeMap;
 
     fn event(ts: Millis, page: Option<&str>, item: Option<&str>) -> StepEvent {
@@ -377,9 +378,7 @@ mod tests {
 
     /// Origins and destinations as names, and each row back as numbers the shared harness
     /// compares: a destination row as (destination, count and p), `next` as a digest.
-    fn per_origin_pair(
-        collection: VecCollection<'_, Time, (u32, u32)>,
-    ) -> [VecCollection<'_, Time, (u32, (u32, isize))>; 2] {
+    fn per_origin_pair(collection: VecCollection<'_, Time, (u32, u32)>) -> Compared<'_> {
         const NEXT_K: usize = 3;
         let named =
             collection.map(|(from, to)| (Name::new(&from.to_string()), Name::new(&to.to_string())));
@@ -411,7 +410,7 @@ mod tests {
 
     #[test]
     fn origin_changes_match_a_rebuilt_reduce_time_by_time() {
-        in_place::tests::assert_same_changes(per_origin_pair);
+        assert_same_changes(per_origin_pair);
     }
 
     #[test]

@@ -13,9 +13,12 @@
 use crate::Time;
 use crate::model::Millis;
 use crate::stash::Stash;
-use differential_dataflow::difference::Abelian;
+use differential_dataflow::difference::{Abelian, Semigroup};
 use differential_dataflow::{AsCollection, VecCollection};
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::operator::Operator;
 
 /// Keeps each record of `collection` for `span` milliseconds of event time.
@@ -64,6 +67,75 @@ where
         .as_collection()
 }
 
+/// Passes on each update of `collection` when its time comes: one at the input frontier at
+/// once, one computed for a later time (an expiry scheduled when a row appears) once the
+/// input frontier reaches it. Handed on early, a future update waits in the next
+/// arrangement's batcher, which re-sorts everything pending at every step (the cost of a
+/// step grows with the state); here it waits in a map by (time, record), where an update
+/// and its cancellation (the expiry withdrawn when the row is replaced) meet and vanish.
+pub fn deferred<'s, D, R>(
+    collection: VecCollection<'s, Time, D, R>,
+) -> VecCollection<'s, Time, D, R>
+where
+    D: Ord + Clone + 'static,
+    R: Semigroup + Clone + 'static,
+{
+    let mut waiting: BTreeMap<(Time, D), R> = BTreeMap::new();
+    // A capability at the earliest waiting time, if any.
+    let mut held: Option<Capability<Time>> = None;
+    collection
+        .inner
+        .unary_frontier(Pipeline, "Deferred", move |_, _| {
+            move |(input, frontier), output| {
+                // Nothing can still arrive before the frontier: an update at it is due.
+                let due = frontier.frontier().first().copied();
+                input.for_each(|capability, data| {
+                    let mut session = output.session(&capability);
+                    for (record, time, diff) in data.drain(..) {
+                        if Some(time) == due {
+                            session.give((record, time, diff));
+                            continue;
+                        }
+                        match waiting.entry((time, record)) {
+                            Entry::Vacant(entry) => {
+                                entry.insert(diff);
+                            }
+                            Entry::Occupied(mut entry) => {
+                                entry.get_mut().plus_equals(&diff);
+                                if entry.get().is_zero() {
+                                    entry.remove();
+                                }
+                            }
+                        }
+                    }
+                    drop(session);
+                    if let Some(((earliest, _), _)) = waiting.first_key_value()
+                        && held.as_ref().is_none_or(|held| held.time() > earliest)
+                    {
+                        held = Some(capability.delayed(earliest, 0));
+                    }
+                });
+                let Some(capability) = held.take() else {
+                    return;
+                };
+                let frontier = frontier.frontier();
+                let mut session = output.session(&capability);
+                while let Some(entry) = waiting.first_entry() {
+                    if frontier.less_than(&entry.key().0) {
+                        break;
+                    }
+                    let ((time, record), diff) = entry.remove_entry();
+                    session.give((record, time, diff));
+                }
+                drop(session);
+                held = waiting
+                    .first_key_value()
+                    .map(|((earliest, _), _)| capability.delayed(earliest));
+            }
+        })
+        .as_collection()
+}
+
 /// Applies each change of `collection` at the next multiple of `every` (ms) at or after
 /// its time, so a view derived from it changes at most once per period, after many
 /// changes have consolidated. At time `now` it shows the input as of
@@ -80,4 +152,22 @@ where
         return collection;
     }
     collection.delay(move |time| time.div_ceil(every).saturating_mul(every))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::in_place::tests::{Compared, assert_same_changes};
+
+    /// The input as is, and through `deferred`: the same changes at the same times, with
+    /// updates at future times and their cancellations among them.
+    fn deferred_pair(collection: VecCollection<'_, Time, (u32, u32)>) -> Compared<'_> {
+        let numbered = collection.map(|(key, value)| (key, (value, 1)));
+        [deferred(numbered.clone()), numbered]
+    }
+
+    #[test]
+    fn deferred_changes_nothing_but_when_updates_travel() {
+        assert_same_changes(deferred_pair);
+    }
 }

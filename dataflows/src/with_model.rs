@@ -139,14 +139,12 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::in_place::tests::assert_same_changes;
+    use crate::in_place::tests::{Compared, assert_same_changes};
 
     /// Keys below 6 are values; the others insert and retract models (`m0`..`m2`), so
     /// models change while values do, and at times two are live. The logic drops some
     /// pairs and maps others to the same record.
-    fn mapped(
-        collection: VecCollection<'_, Time, (u32, u32)>,
-    ) -> [VecCollection<'_, Time, (u32, (u32, isize))>; 2] {
+    fn mapped(collection: VecCollection<'_, Time, (u32, u32)>) -> Compared<'_> {
         let values = collection.clone().filter(|(key, _)| *key < 6);
         let models = collection
             .filter(|(key, _)| *key >= 6)
