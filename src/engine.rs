@@ -268,7 +268,14 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
                     let models_to = refitter.hold(*events_in.time());
                     advance_models(&mut kmeans_in, &mut als_in, models_to);
                 }
-                events_in.flush();
+                // Events go in when their time may close: until the frontier moves past
+                // it, no operator can emit anything of theirs, so sending each small batch
+                // as it comes (a TCP source's are a few lines) would only schedule the
+                // dataflow once per batch for nothing. The session's own buffer still sends
+                // every 1,024 events, so a long tick does not hold them all here.
+                if advanced.is_some() || closed {
+                    events_in.flush();
+                }
                 catalog_in.flush();
                 kmeans_in.flush();
                 als_in.flush();
