@@ -10,7 +10,8 @@
 //! what its output did: from the input before and after the updates, or from the updates
 //! alone where the output allows (an append to a session adds its own facts). Same
 //! results, time by time, as `reduce` given the same logic; less work per (key, time) and
-//! no traces. It runs the window's sessions and their facts ([`crate::by_session`]).
+//! no traces. It runs the window's sessions and their facts ([`crate::by_session`]) and
+//! each origin's transitions and `next` list ([`crate::sequences`]).
 //!
 //! Use it where the reduce's input and output arrangements are private (nothing else
 //! joins against them): a shared arrangement is held anyway.

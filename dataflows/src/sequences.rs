@@ -174,7 +174,7 @@ impl<'a> StepScan<'a> {
     }
 }
 
-/// What the per-origin reduce emits: a transition row per destination, and the origin's
+/// What the per-origin operator emits: a transition row per destination, and the origin's
 /// `next` list.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum OriginRow {
