@@ -9,12 +9,12 @@
 //! added; a recency contribution is retracted when its window ends.
 
 use crate::Time;
+use crate::in_place;
 use crate::model::{Category, Event, Millis, UserId};
 use crate::params::{DAY_MS, WindowParams};
 use crate::sessions::{Engagement, SessionAggregate, SessionKey};
-use crate::windows::{deferred, sliding};
+use crate::windows::{deferred, sliding_with};
 use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
-use differential_dataflow::operators::CountTotal;
 use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -265,10 +265,16 @@ pub fn features<'s>(
     for (index, span) in by_event {
         let mut unit = FeatureSums::default();
         unit.recent[index] = 1;
-        let activity = events
-            .clone()
-            .explode(move |event| Some((event.user, unit)));
-        parts.push(sliding(activity, span));
+        parts.push(sliding_with(events.clone(), span, move |event, _, diff| {
+            Some((event.user, unit.multiply(&diff)))
+        }));
     }
-    differential_dataflow::collection::concatenate(events.scope(), parts).count_total()
+    // In place rather than differential's `count_total` (an arrangement, then the count):
+    // one operator fewer between an event and the views that read features, so one
+    // progress round less before an event's segment or propensity can change.
+    in_place::total(
+        differential_dataflow::collection::concatenate(events.scope(), parts),
+        "Features",
+        |user: &UserId, sums: &FeatureSums| Some((user.clone(), *sums)),
+    )
 }

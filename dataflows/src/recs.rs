@@ -39,7 +39,7 @@ use crate::segments::segment_candidates;
 use crate::sequences::{NextSteps, StepKind};
 use crate::shared;
 use crate::similar::Neighbors;
-use crate::windows::{refreshed, sliding};
+use crate::windows::{refreshed, sliding_with};
 use differential_dataflow::VecCollection;
 use differential_dataflow::hashable::Hashable;
 use serde::{Deserialize, Serialize};
@@ -181,26 +181,20 @@ pub fn recs<'s>(
     let mut users = vec![
         top_items.map(|(user, (item, level))| (user, UserInput::Top(item, level))),
         // Every windowed event with an item: the latest is the user's position.
-        sliding(
-            events.clone().flat_map(|event| {
-                let user = event.user;
-                event
-                    .item
-                    .map(|item| (user, UserInput::Visit(event.ts, item)))
-            }),
-            span,
-        ),
-        sliding(
-            events.flat_map(|event| {
-                let purchase = event.kind == EventKind::Purchase;
-                let user = event.user;
-                event
-                    .item
-                    .filter(|_| purchase)
-                    .map(|item| (user, UserInput::Excluded(item)))
-            }),
-            span,
-        ),
+        sliding_with(events.clone(), span, |event, _, diff| {
+            let user = event.user;
+            event
+                .item
+                .map(|item| ((user, UserInput::Visit(event.ts, item)), diff))
+        }),
+        sliding_with(events, span, |event, _, diff| {
+            let purchase = event.kind == EventKind::Purchase;
+            let user = event.user;
+            event
+                .item
+                .filter(|_| purchase)
+                .map(|item| ((user, UserInput::Excluded(item)), diff))
+        }),
         scores.clone().flat_map(|((user, item), score)| {
             (score.0 < 0).then_some((user, UserInput::Excluded(item)))
         }),

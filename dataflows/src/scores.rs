@@ -15,7 +15,7 @@ use crate::in_place;
 use crate::model::{Event, ItemId, Score, UserId};
 use crate::params::ViewParams;
 use crate::shared;
-use crate::windows::sliding;
+use crate::windows::sliding_with;
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::operators::vec::Map;
 
@@ -24,6 +24,13 @@ pub type ScoreKey = (UserId, ItemId);
 /// One event's contribution to its (user, item) score before stacked windows.
 fn contribution(event: &Event, params: &ViewParams) -> Score {
     Score(params.weights.of(event).0 + params.feedback.adjustment(event).0)
+}
+
+/// The (user, item) an event contributes to and its non-zero contribution, if any.
+fn contribution_of(event: Event, params: &ViewParams) -> Option<(ScoreKey, Score)> {
+    let amount = contribution(&event, params);
+    let key = event.item.map(|item| (event.user, item));
+    key.filter(|_| amount.0 != 0).map(|key| (key, amount))
 }
 
 /// The contribution's extra weight inside a boost window; truncated toward zero.
@@ -36,27 +43,28 @@ pub fn scores<'s>(
     events: VecCollection<'s, Time, Event>,
     params: &ViewParams,
 ) -> VecCollection<'s, Time, (ScoreKey, Score)> {
-    let contributions = {
+    // Each event's contribution, windowed, and again (scaled) for each boost window.
+    let mut windowed = vec![{
         let params = params.clone();
-        events.clone().flat_map(move |event| {
-            let amount = contribution(&event, &params);
-            let key = event.item.map(|item| (event.user, item));
-            key.filter(|_| amount.0 != 0).map(|key| (key, amount))
-        })
-    };
-    let mut windowed = vec![sliding(
-        contributions
-            .clone()
-            .explode(|(key, amount)| Some((key, amount.0 as isize))),
-        params.windows.span_ms,
-    )];
+        sliding_with(
+            events.clone(),
+            params.windows.span_ms,
+            move |event, _, diff| {
+                contribution_of(event, &params).map(|(key, amount)| (key, amount.0 as isize * diff))
+            },
+        )
+    }];
     for boost in &params.windows.boost {
-        let extra = boost.extra;
-        let scaled = contributions.clone().explode(move |(key, amount)| {
-            let amount = boosted(amount, extra).0;
-            (amount != 0).then_some((key, amount as isize))
-        });
-        windowed.push(sliding(scaled, boost.span_ms));
+        let (params, extra) = (params.clone(), boost.extra);
+        windowed.push(sliding_with(
+            events.clone(),
+            boost.span_ms,
+            move |event, _, diff| {
+                let (key, amount) = contribution_of(event, &params)?;
+                let amount = boosted(amount, extra).0;
+                (amount != 0).then_some((key, amount as isize * diff))
+            },
+        ));
     }
     let base = in_place::total(
         differential_dataflow::collection::concatenate(events.scope(), windowed),
@@ -77,16 +85,17 @@ fn rejected_items<'s>(
     params: &ViewParams,
 ) -> VecCollection<'s, Time, ItemId> {
     let feedback = params.feedback.clone();
-    let exits = events.flat_map(move |event| {
+    let min_users = params.feedback.rejected_min_users;
+    let exits = sliding_with(events, params.windows.span_ms, move |event, _, diff| {
         let rejected = event.rec.is_some() && feedback.is_quick_exit(&event);
+        let user = event.user;
         event
             .item
             .filter(|_| rejected)
-            .map(|item| (item, event.user))
+            .map(|item| ((item, user), diff))
     });
-    let min_users = params.feedback.rejected_min_users;
     shared::reduce_then(
-        sliding(exits, params.windows.span_ms),
+        exits,
         "RejectedItems",
         move |_item, users, output| {
             // One entry per distinct user, whatever their number of exits.

@@ -13,10 +13,9 @@ use crate::Time;
 use crate::model::{Event, EventKind, Millis, ScrollDepth, SessionId, UserId};
 use crate::params::{EngagementParams, FeedbackParams, ViewParams};
 use crate::sequences::StepEvent;
-use crate::windows::sliding;
-use differential_dataflow::{AsCollection, VecCollection};
+use crate::windows::sliding_with;
+use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
-use timely::dataflow::operators::vec::Map;
 
 /// What the session views (`sessions` and the sequence views) need to know of one event;
 /// ordered by its step (time first, see [`StepEvent`]), so a reduce sees a session's events
@@ -186,20 +185,16 @@ pub fn window_events<'s>(
 ) -> WindowEvents<'s> {
     let engagement = params.engagement.clone();
     // The effective (timely) time travels in the summary: recency windows run on it.
-    let summaries = events
-        .inner
-        .map(move |(event, at, diff)| {
-            let summary = SessionEvent {
-                step: StepEvent::of(&event),
-                at,
-                class: EventClass::of(&event, &engagement),
-                scroll: event.scroll,
-                dwell_ms: event.dwell_ms.unwrap_or(0),
-            };
-            (((event.user, event.session), summary), at, diff)
-        })
-        .as_collection();
-    sliding(summaries, params.windows.span_ms)
+    sliding_with(events, params.windows.span_ms, move |event, at, diff| {
+        let summary = SessionEvent {
+            step: StepEvent::of(&event),
+            at,
+            class: EventClass::of(&event, &engagement),
+            scroll: event.scroll,
+            dwell_ms: event.dwell_ms.unwrap_or(0),
+        };
+        Some((((event.user, event.session), summary), diff))
+    })
 }
 
 /// The `sessions` view's settings.
