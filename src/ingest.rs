@@ -7,7 +7,7 @@
 use crate::clock::EventClock;
 use crate::lines::{LineBatch, LineSlot, read_lines};
 use crate::parse::{parse_catalog_item, parse_event};
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use intentflow_dataflows::model::{CatalogItem, Event, EventKind, ItemId, Millis};
 use std::collections::HashSet;
 use std::fs::File;
@@ -85,25 +85,71 @@ pub struct IngestStats {
 pub struct WorkerLink {
     sender: Option<Sender<ToWorker>>,
     worker: Arc<OnceLock<Thread>>,
+    /// The watermark of the last advance the worker was woken for.
+    woken_at: Option<Millis>,
+    /// Events sent since the worker was last woken.
+    unannounced: usize,
 }
+
+/// Events that may wait in the channel, the worker asleep, before it is woken for them.
+/// The engine's input session sends on every 1,024 events; below that the worker can do
+/// nothing with events before their time may close (see [`WorkerLink::send`]).
+const QUIET_EVENTS: usize = 1024;
 
 impl WorkerLink {
     pub fn new(sender: Sender<ToWorker>, worker: Arc<OnceLock<Thread>>) -> Self {
         WorkerLink {
             sender: Some(sender),
             worker,
+            woken_at: None,
+            unannounced: 0,
         }
     }
 
-    fn send(&self, message: ToWorker) -> bool {
-        let sent = self
-            .sender
-            .as_ref()
-            .is_some_and(|sender| sender.send(message).is_ok());
-        if let Some(worker) = self.worker.get() {
-            worker.unpark();
+    /// Hands `message` to the worker; false once the worker is gone.
+    ///
+    /// The worker is woken only when the message lets it do something: an advance of the
+    /// watermark (a time may close), the catalog, or `QUIET_EVENTS` events. A TCP source's
+    /// batches are a few lines each, and waking the worker for each one (a futex call and
+    /// a context switch, on both sides) only to hold the events until their tick closes
+    /// cost the engine thousands of context switches a second at 100k events/s.
+    fn send(&mut self, message: ToWorker) -> bool {
+        let Some(sender) = self.sender.as_ref() else {
+            return false;
+        };
+        let wake = match &message {
+            ToWorker::Events(events) => {
+                self.unannounced += events.len();
+                self.unannounced >= QUIET_EVENTS
+            }
+            ToWorker::Advance(watermark) => self.woken_at.is_none_or(|at| *watermark > at),
+            ToWorker::Catalog(_) => true,
+        };
+        if let ToWorker::Advance(watermark) = &message
+            && wake
+        {
+            self.woken_at = Some(*watermark);
+        }
+        let sent = match sender.try_send(message) {
+            Ok(()) => true,
+            // A full channel: the worker may be asleep with work waiting.
+            Err(TrySendError::Full(message)) => {
+                unpark(&self.worker);
+                sender.send(message).is_ok()
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        };
+        if wake {
+            self.unannounced = 0;
+            unpark(&self.worker);
         }
         sent
+    }
+}
+
+fn unpark(worker: &OnceLock<Thread>) {
+    if let Some(worker) = worker.get() {
+        worker.unpark();
     }
 }
 
@@ -112,9 +158,7 @@ impl Drop for WorkerLink {
         // Close the channel first, then wake the worker, so that it cannot look, find the
         // channel still open, and park again for good.
         drop(self.sender.take());
-        if let Some(worker) = self.worker.get() {
-            worker.unpark();
-        }
+        unpark(&self.worker);
     }
 }
 
@@ -299,7 +343,7 @@ struct Ingest<'a> {
 impl Ingest<'_> {
     /// Parses, stamps and forwards one batch's events; false when ingestion must end (the
     /// worker is gone, or `--strict` met a bad line). The caller advances the watermark.
-    fn absorb(&mut self, source: &str, batch: &LineBatch, link: &WorkerLink) -> bool {
+    fn absorb(&mut self, source: &str, batch: &LineBatch, link: &mut WorkerLink) -> bool {
         let mut events = Vec::with_capacity(batch.slots.len());
         for slot in &batch.slots {
             let (number, parsed) = match slot {
@@ -349,7 +393,7 @@ impl Ingest<'_> {
     }
 
     /// Tells the worker how far the input is complete: one step of the dataflow per call.
-    fn advance(&self, link: &WorkerLink) -> bool {
+    fn advance(&self, link: &mut WorkerLink) -> bool {
         link.send(ToWorker::Advance(self.clock.watermark()))
     }
 }
@@ -357,7 +401,7 @@ impl Ingest<'_> {
 /// Runs ingestion to the end of the input (or until `stop` is set); returns the counts.
 pub fn run_ingest(
     options: IngestOptions,
-    link: WorkerLink,
+    mut link: WorkerLink,
     stop: Arc<AtomicBool>,
 ) -> Result<IngestStats, String> {
     let mut stats = IngestStats::default();
@@ -401,7 +445,7 @@ pub fn run_ingest(
             Err(RecvTimeoutError::Disconnected) => break,
         };
         last_data = Instant::now();
-        if !ingest.absorb(&source, &batch, &link) {
+        if !ingest.absorb(&source, &batch, &mut link) {
             break;
         }
         // `--idle-ms 0`: lowest latency. As soon as nothing more is buffered, everything
@@ -410,14 +454,14 @@ pub fn run_ingest(
         if options.idle_ms == 0 && options.input.streams() && batches.is_empty() {
             ingest.clock.idle();
         }
-        if !ingest.advance(&link) {
+        if !ingest.advance(&mut link) {
             break;
         }
     }
     // Asked to stop: what the readers already handed over is still applied.
     if ingest.stats.strict_failure.is_none() {
         for (source, batch) in batches.try_iter() {
-            if !ingest.absorb(&source, &batch, &link) || !ingest.advance(&link) {
+            if !ingest.absorb(&source, &batch, &mut link) || !ingest.advance(&mut link) {
                 break;
             }
         }
