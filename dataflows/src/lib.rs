@@ -11,6 +11,7 @@ pub mod blend;
 pub mod by_session;
 pub mod experiments;
 pub mod features;
+pub mod gather;
 pub mod in_place;
 pub mod model;
 pub mod models;
@@ -86,7 +87,8 @@ pub fn build_views<'s>(inputs: Inputs<'s>, params: &ViewParams, wanted: &[ViewNa
     } = inputs;
     let wants = |view: ViewName| wanted.contains(&view);
     let recs = wants(ViewName::Recs);
-    let mut outputs = Vec::new();
+    // Every wanted view's changes, rendered, into one collection by one operator.
+    let mut rendered = gather::Gather::new(events.scope(), "Render");
     let need_segments = wants(ViewName::Segments) || (recs && available.segments);
     let need_als = wants(ViewName::Als) || (recs && available.als);
     let need_similar = wants(ViewName::Similar) || recs;
@@ -120,19 +122,15 @@ pub fn build_views<'s>(inputs: Inputs<'s>, params: &ViewParams, wanted: &[ViewNa
         .filter(|_| need_sessions)
         .map(|outputs| outputs.sessions());
     if let Some(sessions) = sessions.as_ref().filter(|_| wants(ViewName::Sessions)) {
-        outputs.push(
-            sessions
-                .clone()
-                .map(|(key, aggregate)| render::session_row(&key, &aggregate)),
-        );
+        rendered = rendered.flat_map(sessions.clone(), |(key, aggregate)| {
+            Some(render::session_row(&key, &aggregate))
+        });
     }
     let scores = need_scores.then(|| scores::scores(events.clone(), params));
     if let Some(scores) = scores.as_ref().filter(|_| wants(ViewName::Scores)) {
-        outputs.push(
-            scores
-                .clone()
-                .map(|((user, item), score)| render::score_row(&user, &item, score)),
-        );
+        rendered = rendered.flat_map(scores.clone(), |((user, item), score)| {
+            Some(render::score_row(&user, &item, score))
+        });
     }
     let als = match (&scores, need_als) {
         (Some(scores), true) => Some(als::als(
@@ -143,10 +141,9 @@ pub fn build_views<'s>(inputs: Inputs<'s>, params: &ViewParams, wanted: &[ViewNa
         _ => None,
     };
     if let Some(als) = als.as_ref().filter(|_| wants(ViewName::Als)) {
-        outputs.push(
-            als.clone()
-                .map(|(user, candidates)| render::als_row(&user, &candidates)),
-        );
+        rendered = rendered.flat_map(als.clone(), |(user, candidates)| {
+            Some(render::als_row(&user, &candidates))
+        });
     }
     let top_items = scores
         .as_ref()
@@ -156,22 +153,18 @@ pub fn build_views<'s>(inputs: Inputs<'s>, params: &ViewParams, wanted: &[ViewNa
         .as_ref()
         .map(|top| similar::similar(top.clone(), &params.similar));
     if let Some(similar) = similar.as_ref().filter(|_| wants(ViewName::Similar)) {
-        outputs.push(
-            similar
-                .clone()
-                .map(|(item, neighbors)| render::similar_row(&item, &neighbors)),
-        );
+        rendered = rendered.flat_map(similar.clone(), |(item, neighbors)| {
+            Some(render::similar_row(&item, &neighbors))
+        });
     }
     let affinity = scores
         .clone()
         .filter(|_| need_affinity)
         .map(|scores| affinity::affinity(scores, catalog.clone()));
     if let Some(affinity) = affinity.as_ref().filter(|_| wants(ViewName::Affinity)) {
-        outputs.push(
-            affinity
-                .clone()
-                .map(|((user, category), score)| render::affinity_row(&user, &category, score)),
-        );
+        rendered = rendered.flat_map(affinity.clone(), |((user, category), score)| {
+            Some(render::affinity_row(&user, &category, score))
+        });
     }
     let features = match (need_features, sessions, affinity) {
         (true, Some(sessions), Some(affinity)) => {
@@ -188,11 +181,9 @@ pub fn build_views<'s>(inputs: Inputs<'s>, params: &ViewParams, wanted: &[ViewNa
     let recency_days = &params.windows.recency_days;
     if let Some(features) = features.as_ref().filter(|_| wants(ViewName::Features)) {
         let layout = render::FeaturesLayout::new(recency_days);
-        outputs.push(
-            features
-                .clone()
-                .map(move |(user, sums)| render::features_row(&user, &sums, &layout)),
-        );
+        rendered = rendered.flat_map(features.clone(), move |(user, sums)| {
+            Some(render::features_row(&user, &sums, &layout))
+        });
     }
     let segments = features.as_ref().filter(|_| need_segments).map(|features| {
         segments::segments(
@@ -203,19 +194,17 @@ pub fn build_views<'s>(inputs: Inputs<'s>, params: &ViewParams, wanted: &[ViewNa
         )
     });
     if let Some(segments) = segments.as_ref().filter(|_| wants(ViewName::Segments)) {
-        outputs.push(
-            segments
-                .clone()
-                .map(|(user, segment)| render::segment_row(&user, &segment)),
-        );
+        rendered = rendered.flat_map(segments.clone(), |(user, segment)| {
+            Some(render::segment_row(&user, &segment))
+        });
     }
     if let (Some(features), Some(model)) = (
         features.as_ref().filter(|_| wants(ViewName::Propensity)),
         params.propensity.as_ref(),
     ) {
-        outputs.push(
-            propensity::propensity(features.clone(), model.clone(), recency_days)
-                .map(|(user, scores)| render::propensity_row(&user, &scores)),
+        rendered = rendered.flat_map(
+            propensity::propensity(features.clone(), model.clone(), recency_days),
+            |(user, scores)| Some(render::propensity_row(&user, &scores)),
         );
     }
     let sequences = by_session
@@ -223,31 +212,23 @@ pub fn build_views<'s>(inputs: Inputs<'s>, params: &ViewParams, wanted: &[ViewNa
         .map(|outputs| sequences::sequences(outputs.facts(), params));
     if let Some(built) = &sequences {
         if wants(ViewName::Transitions) {
-            outputs.push(
-                built
-                    .transitions
-                    .clone()
-                    .map(|(transition, (count, p))| render::transition_row(&transition, count, p)),
-            );
+            rendered = rendered.flat_map(built.transitions.clone(), |(transition, (count, p))| {
+                Some(render::transition_row(&transition, count, p))
+            });
         }
         if wants(ViewName::Next) {
-            outputs.push(
-                built
-                    .next
-                    .clone()
-                    .map(|((kind, from), next)| render::next_row(kind, &from, &next)),
-            );
+            rendered = rendered.flat_map(built.next.clone(), |((kind, from), next)| {
+                Some(render::next_row(kind, &from, &next))
+            });
         }
         if wants(ViewName::Paths) {
-            outputs.push(
-                built
-                    .paths
-                    .clone()
-                    .map(|(path, count)| render::path_row(&path, count)),
-            );
+            rendered = rendered.flat_map(built.paths.clone(), |(path, count)| {
+                Some(render::path_row(&path, count))
+            });
         }
         if wants(ViewName::Funnel) {
-            outputs.push(built.funnel.clone().map(|row| render::funnel_row(&row)));
+            rendered =
+                rendered.flat_map(built.funnel.clone(), |row| Some(render::funnel_row(&row)));
         }
     }
     if let (true, Some(scores), Some(top_items), Some(similar), Some(sequences)) =
@@ -264,22 +245,19 @@ pub fn build_views<'s>(inputs: Inputs<'s>, params: &ViewParams, wanted: &[ViewNa
             segments: segments.map(|segments| segments.map(|(user, segment)| (user, segment.name))),
         };
         let strategies = recs::Strategies::new(params);
-        outputs.push(
-            recs::recs(sources, params)
-                .map(move |(user, list)| render::recs_row(&user, strategies.of(&user).0, &list)),
-        );
+        rendered = rendered.flat_map(recs::recs(sources, params), move |(user, list)| {
+            Some(render::recs_row(&user, strategies.of(&user).0, &list))
+        });
     }
     if wants(ViewName::Experiments) && !params.experiments.is_empty() {
         let experiments = params.experiments.clone();
-        outputs.push(
-            experiments::experiments(events.clone(), &params.experiments).flat_map(
-                move |(index, sums)| render::experiment_rows(&experiments[index as usize], &sums),
-            ),
+        rendered = rendered.flat_map(
+            experiments::experiments(events.clone(), &params.experiments),
+            move |(index, sums)| render::experiment_rows(&experiments[index as usize], &sums),
         );
     }
-    let scope = events.scope();
     Built {
-        rows: differential_dataflow::collection::concatenate(scope, outputs),
+        rows: rendered.finish(),
         features,
         scores,
     }

@@ -31,6 +31,7 @@
 use crate::Time;
 use crate::blend::{RankedItems, SharedInput, UserInput};
 use crate::experiments::Experiment;
+use crate::gather::Gather;
 use crate::model::{CatalogItem, Event, EventKind, ItemId, Score, UserId};
 use crate::name::Name;
 use crate::params::ViewParams;
@@ -178,38 +179,39 @@ pub fn recs<'s>(
     let scope = events.scope();
 
     // Each user's own inputs.
-    let mut users = vec![
-        top_items.map(|(user, (item, level))| (user, UserInput::Top(item, level))),
+    let mut users = Gather::new(scope, "UserInputs")
+        .flat_map(top_items, |(user, (item, level))| {
+            Some((user, UserInput::Top(item, level)))
+        })
         // Every windowed event with an item: the latest is the user's position.
-        sliding_with(events.clone(), span, |event, _, diff| {
+        .add(sliding_with(events.clone(), span, |event, _, diff| {
             let user = event.user;
             event
                 .item
                 .map(|item| ((user, UserInput::Visit(event.ts, item)), diff))
-        }),
-        sliding_with(events, span, |event, _, diff| {
+        }))
+        .add(sliding_with(events, span, |event, _, diff| {
             let purchase = event.kind == EventKind::Purchase;
             let user = event.user;
             event
                 .item
                 .filter(|_| purchase)
                 .map(|item| ((user, UserInput::Excluded(item)), diff))
-        }),
-        scores.clone().flat_map(|((user, item), score)| {
+        }))
+        .flat_map(scores.clone(), |((user, item), score)| {
             (score.0 < 0).then_some((user, UserInput::Excluded(item)))
-        }),
-    ];
+        });
     // Every source's value enters the blend at two decimals (a source value that rounds
     // to 0 makes no candidate), so a list whose rounded values did not change reaches no
     // user, and a user's list changes only when something they would notice does.
     if let Some(als) = als {
-        users.push(als.flat_map(|(user, candidates)| {
+        users = users.flat_map(als, |(user, candidates)| {
             candidates.into_iter().filter_map(move |(item, units)| {
                 let value = hundredths(units.clamp(0, 10_000));
                 let candidate = UserInput::Candidate(item, Source::Als, value);
                 (value > 0).then(|| (user.clone(), candidate))
             })
-        }));
+        });
     }
     // Segments: each user's, or one `all` segment for everyone scored.
     let user_segments = match segments {
@@ -220,22 +222,22 @@ pub fn recs<'s>(
             .distinct()
             .map(|user| (user, Name::new("all"))),
     };
-    users.push(
-        user_segments
-            .clone()
-            .map(|(user, segment)| (user, UserInput::InSegment(segment))),
-    );
+    let users = users
+        .flat_map(user_segments.clone(), |(user, segment)| {
+            Some((user, UserInput::InSegment(segment)))
+        })
+        .finish();
 
     // The lists users share, one record per entry.
     let every = params.recs.shared_refresh_ms;
-    let mut shared = vec![
-        refreshed(similar, every).flat_map(|(item, neighbors)| {
+    let shared = Gather::new(scope, "SharedInputs")
+        .flat_map(refreshed(similar, every), |(item, neighbors)| {
             neighbors.into_iter().filter_map(move |(other, sim)| {
                 let sim = hundredths(sim);
                 (sim > 0).then(|| SharedInput::Neighbor(item.clone(), other, sim))
             })
-        }),
-        refreshed(next, every).flat_map(|((kind, from), steps)| {
+        })
+        .flat_map(refreshed(next, every), |((kind, from), steps)| {
             let from = ItemId(from);
             steps
                 .into_iter()
@@ -244,21 +246,18 @@ pub fn recs<'s>(
                     let value = hundredths(p);
                     (value > 0).then(|| SharedInput::Next(from.clone(), ItemId(to), value))
                 })
-        }),
-        segment_candidates(catalog.clone(), &params.segments)
-            .map(|(segment, item)| SharedInput::Admitted(segment, item)),
-    ];
-    shared.push(
-        segment_popularity(scores, user_segments, catalog, params)
-            .map(|(segment, (source, items))| SharedInput::Ranked(segment, source, items)),
-    );
+        })
+        .flat_map(
+            segment_candidates(catalog.clone(), &params.segments),
+            |(segment, item)| Some(SharedInput::Admitted(segment, item)),
+        )
+        .flat_map(
+            segment_popularity(scores, user_segments, catalog, params),
+            |(segment, (source, items))| Some(SharedInput::Ranked(segment, source, items)),
+        )
+        .finish();
 
-    crate::blend::blend_users(
-        differential_dataflow::collection::concatenate(scope, users),
-        differential_dataflow::collection::concatenate(scope, shared),
-        Strategies::new(params),
-        params.recs.k,
-    )
+    crate::blend::blend_users(users, shared, Strategies::new(params), params.recs.k)
 }
 
 /// Ten-thousandths rounded half up to whole hundredths (0.1234 → 0.12).
