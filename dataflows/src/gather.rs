@@ -73,7 +73,7 @@ where
     }
 
     /// Adds `collection` as it is.
-    pub fn add(self, collection: VecCollection<'s, Time, D, R>) -> Self {
+    pub fn input(self, collection: VecCollection<'s, Time, D, R>) -> Self {
         self.flat_map(collection, Some)
     }
 
@@ -109,7 +109,7 @@ mod tests {
         let gathered = Gather::new(numbered.scope(), "Gather")
             .flat_map(numbered.clone(), move |record| Some(doubled(record)))
             .flat_map(numbered.clone(), odd)
-            .add(numbered.clone())
+            .input(numbered.clone())
             .finish();
         let by_operators = numbered
             .clone()

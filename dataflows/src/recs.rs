@@ -184,13 +184,13 @@ pub fn recs<'s>(
             Some((user, UserInput::Top(item, level)))
         })
         // Every windowed event with an item: the latest is the user's position.
-        .add(sliding_with(events.clone(), span, |event, _, diff| {
+        .input(sliding_with(events.clone(), span, |event, _, diff| {
             let user = event.user;
             event
                 .item
                 .map(|item| ((user, UserInput::Visit(event.ts, item)), diff))
         }))
-        .add(sliding_with(events, span, |event, _, diff| {
+        .input(sliding_with(events, span, |event, _, diff| {
             let purchase = event.kind == EventKind::Purchase;
             let user = event.user;
             event
