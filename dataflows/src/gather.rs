@@ -21,10 +21,20 @@ type Updates<D, R> = Vec<(D, Time, R)>;
 /// Drains one input through its logic, handing each message's results to `give`.
 type Drain<D, R> = Box<dyn FnMut(&mut dyn FnMut(&InputCapability<Time>, &mut Updates<D, R>))>;
 
-/// An operator being built: add inputs with [`Gather::flat_map`], then [`Gather::finish`].
+/// Connects one input to the operator being built (its input number given).
+type Attach<'s, D, R> = Box<dyn FnOnce(&mut OperatorBuilder<'s, Time>, usize) -> Drain<D, R> + 's>;
+
+/// An operator being described: add inputs with [`Gather::flat_map`], then build it with
+/// [`Gather::finish`].
+///
+/// The operator is created by `finish`, after its inputs, so that within a round timely
+/// schedules it after them (a scope runs its active operators in the order they were
+/// created): created first, the rendering of the views gave a light-load p50 of 0.93 ms
+/// at 1 worker against 0.87 ms created last (3 alternating 5 s runs).
 pub struct Gather<'s, D, R> {
-    builder: OperatorBuilder<'s, Time>,
-    inputs: Vec<Drain<D, R>>,
+    scope: timely::dataflow::Scope<'s, Time>,
+    name: String,
+    inputs: Vec<Attach<'s, D, R>>,
 }
 
 impl<'s, D, R> Gather<'s, D, R>
@@ -34,7 +44,8 @@ where
 {
     pub fn new(scope: timely::dataflow::Scope<'s, Time>, name: &str) -> Self {
         Gather {
-            builder: OperatorBuilder::new(name.to_string(), scope),
+            scope,
+            name: name.to_string(),
             inputs: Vec::new(),
         }
     }
@@ -50,24 +61,25 @@ where
         L: FnMut(I) -> It + 'static,
         It: IntoIterator<Item = D>,
     {
-        let index = self.inputs.len();
-        let mut input = self.builder.new_input(collection.inner, Pipeline);
-        self.builder.set_notify_for(index, FrontierInterest::Never);
-        let mut buffer: Updates<D, R> = Vec::new();
-        self.inputs.push(Box::new(move |give| {
-            input.for_each(|capability, data| {
-                for (record, time, diff) in data.drain(..) {
-                    buffer.extend(
-                        logic(record)
-                            .into_iter()
-                            .map(|out| (out, time, diff.clone())),
-                    );
-                }
-                if !buffer.is_empty() {
-                    give(&capability, &mut buffer);
-                    buffer.clear();
-                }
-            });
+        self.inputs.push(Box::new(move |builder, index| {
+            let mut input = builder.new_input(collection.inner, Pipeline);
+            builder.set_notify_for(index, FrontierInterest::Never);
+            let mut buffer: Updates<D, R> = Vec::new();
+            Box::new(move |give| {
+                input.for_each(|capability, data| {
+                    for (record, time, diff) in data.drain(..) {
+                        buffer.extend(
+                            logic(record)
+                                .into_iter()
+                                .map(|out| (out, time, diff.clone())),
+                        );
+                    }
+                    if !buffer.is_empty() {
+                        give(&capability, &mut buffer);
+                        buffer.clear();
+                    }
+                });
+            })
         }));
         self
     }
@@ -78,10 +90,16 @@ where
     }
 
     /// Builds the operator; its output is every input's results.
-    pub fn finish(mut self) -> VecCollection<'s, Time, D, R> {
-        let (output, stream) = self.builder.new_output::<Updates<D, R>>();
-        let mut inputs = self.inputs;
-        self.builder.build(move |_initial_capabilities| {
+    pub fn finish(self) -> VecCollection<'s, Time, D, R> {
+        let mut builder = OperatorBuilder::new(self.name, self.scope);
+        let mut inputs: Vec<Drain<D, R>> = self
+            .inputs
+            .into_iter()
+            .enumerate()
+            .map(|(index, attach)| attach(&mut builder, index))
+            .collect();
+        let (output, stream) = builder.new_output::<Updates<D, R>>();
+        builder.build(move |_initial_capabilities| {
             let mut output = output;
             move |_frontiers| {
                 let mut output = output.activate();
