@@ -4,7 +4,7 @@
 //! `a.map(f).concat(b.map(g))` is three operators, and every operator costs each step a
 //! share of timely's progress tracking and a scheduling, whether data passes or not. At
 //! light load that per-operator cost is most of an event's latency (with every view on, an
-//! event's changes pass ~140 operators on each worker, at a few microseconds each), so the
+//! event's changes pass ~120 operators on each worker, at a few microseconds each), so the
 //! places that map many inputs into one (the rendered views, the blend's inputs) use one
 //! operator: inputs of any types, one output type, no state and no frontier interest.
 

@@ -21,24 +21,13 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::operator::Operator;
 
-/// Keeps each record of `collection` for `span` milliseconds of event time.
-pub fn sliding<'s, D, R>(
-    collection: VecCollection<'s, Time, D, R>,
-    span: Millis,
-) -> VecCollection<'s, Time, D, R>
-where
-    D: Clone + 'static,
-    R: Abelian + Clone + 'static,
-{
-    sliding_with(collection, span, |record, _time, diff| Some((record, diff)))
-}
-
 /// Keeps, for `span` milliseconds of event time, the records `logic` makes of each update
 /// of `collection` (given its record, time and difference).
 ///
-/// The same as a `flat_map` (or `explode`) followed by [`sliding`], in one operator: every
-/// operator costs each step a share of timely's progress tracking, whether data passes or
-/// not, which at light load is a large part of an event's latency.
+/// The mapping is part of the window (every caller derives its records from events)
+/// rather than a `flat_map` in front of it: every operator costs each step a share of
+/// timely's progress tracking, whether data passes or not, which at light load is a large
+/// part of an event's latency.
 pub fn sliding_with<'s, I, R0, D, R, L, It>(
     collection: VecCollection<'s, Time, I, R0>,
     span: Millis,
