@@ -7,10 +7,11 @@
 //! and funnel depth are retracted and re-inserted, and the appended events add their own
 //! transitions and paths ([`StepScan`]), without rebuilding the session's facts. Any other
 //! change (a window expiry, an event out of order) retracts everything the key gave and
-//! inserts what it gives now. A key's state is its events ([`in_place::update_in_place`]);
-//! differential's `reduce` would hold them in a trace and each output in another, and
-//! rebuild the whole output at every time the key changes, which makes a long session
-//! cost its length for every event added.
+//! inserts what it gives now. A key's state is its events in the window
+//! ([`in_place::update_in_place_expiring`], which also expires them, so no window in front
+//! keeps a second copy of each); differential's `reduce` would hold them in a trace and
+//! each output in another, and rebuild the whole output at every time the key changes,
+//! which makes a long session cost its length for every event added.
 
 use crate::Time;
 use crate::in_place;
@@ -18,7 +19,7 @@ use crate::model::{SessionId, UserId};
 use crate::params::ViewParams;
 use crate::sequences::{Fact, SequenceParams, StepScan};
 use crate::sessions::{
-    SessionAggregate, SessionEvent, SessionKey, SessionParams, WindowEvents, derived_session_id,
+    SessionAggregate, SessionEvent, SessionEvents, SessionKey, SessionParams, derived_session_id,
     split_runs,
 };
 use differential_dataflow::VecCollection;
@@ -67,20 +68,24 @@ impl<'s> BySession<'s> {
     }
 }
 
-/// Maintains the wanted outputs of every (user, client session) key of `window`.
+/// Maintains the wanted outputs of every (user, client session) key over the window
+/// (`[windows] span_ms`) of `events`.
 pub fn by_session<'s>(
-    window: WindowEvents<'s>,
+    events: SessionEvents<'s>,
     params: &ViewParams,
     wanted: Wanted,
 ) -> BySession<'s> {
+    let span = params.windows.span_ms;
     let settings = Settings {
         sessions: SessionParams::of(params),
         sequences: params.sequences.clone(),
         wanted,
     };
-    let changes = in_place::update_in_place(
-        window,
+    // The window is kept here: an event leaves its key's events `span` after it entered.
+    let changes = in_place::update_in_place_expiring(
+        events,
         "BySession",
+        move |event: &SessionEvent| Some(event.at.saturating_add(span)),
         move |(_user, client_session), events, updates, changes| {
             let appended = updates.iter().all(|(_, diff)| *diff > 0)
                 && events
@@ -254,8 +259,10 @@ mod tests {
     use crate::name::Name;
     use crate::sequences::StepEvent;
     use crate::sessions::EventClass;
+    use differential_dataflow::AsCollection;
     use differential_dataflow::input::InputSession;
     use std::sync::{Arc, Mutex};
+    use timely::dataflow::operators::vec::Map;
 
     type Key = (UserId, Option<SessionId>);
     type Change = ((Key, KeyOutput), Time, isize);
@@ -281,10 +288,13 @@ mod tests {
         }
     }
 
-    /// Runs random window changes (mostly appends, also events out of order, repeats and
-    /// retractions, and gaps that split session-less keys) through [`by_session`] and
-    /// through differential's `reduce` rebuilding every output of a key from its events,
-    /// and returns both outputs, consolidated.
+    /// How long an event stays in the window, against the test input's 800 time units.
+    const SPAN: Time = 150;
+
+    /// Runs random events (mostly appends, also events out of order, repeats, and gaps that
+    /// split session-less keys) through [`by_session`], which keeps the window itself, and
+    /// through a window in front of differential's `reduce` rebuilding every output of a
+    /// key from its events, and returns both outputs, consolidated.
     fn run(workers: usize, seed: u64) -> [Vec<Change>; 2] {
         let outputs: [Changes; 2] = Default::default();
         let shared = outputs.clone();
@@ -292,13 +302,19 @@ mod tests {
             let mut input = InputSession::<Time, (Key, SessionEvent), isize>::new();
             let [ours, theirs] = shared.clone();
             let probe = worker.dataflow(|scope| {
-                let window = input.to_collection(scope);
+                // Each event stamped with the time it enters at, as `session_events` does.
+                let events = input
+                    .to_collection(scope)
+                    .inner
+                    .map(|((key, event), at, diff)| ((key, SessionEvent { at, ..event }), at, diff))
+                    .as_collection();
                 let wanted = Wanted {
                     sessions: true,
                     facts: true,
                 };
-                let params = ViewParams::default();
-                by_session(window.clone(), &params, wanted)
+                let mut params = ViewParams::default();
+                params.windows.span_ms = SPAN;
+                by_session(events.clone(), &params, wanted)
                     .changes
                     .inspect(move |update| ours.lock().unwrap().push(update.clone()));
                 let settings = Settings {
@@ -306,6 +322,9 @@ mod tests {
                     sequences: params.sequences.clone(),
                     wanted,
                 };
+                let window = crate::windows::sliding_with(events, SPAN, |record, _, diff| {
+                    Some((record, diff))
+                });
                 let (probe, _) = window
                     .reduce(move |key: &Key, input, output| {
                         let events: Vec<(SessionEvent, isize)> =
@@ -330,17 +349,11 @@ mod tests {
                 })
                 .collect();
             let mut clocks = [0u64; 4];
-            let mut live: Vec<((Key, SessionEvent), Time)> = Vec::new();
             for round in 0..80u64 {
                 let now = round * 10;
                 input.advance_to(now);
                 for _ in 0..next(6) {
                     let time = now + next(10);
-                    if !live.is_empty() && next(6) == 0 {
-                        let (record, at) = live.swap_remove(next(live.len() as u64) as usize);
-                        input.update_at(record, time.max(at), -1);
-                        continue;
-                    }
                     // A burst of a key's events at one time: an append can hold a gap.
                     let k = next(4) as usize;
                     for _ in 0..1 + next(3) {
@@ -354,8 +367,7 @@ mod tests {
                         clocks[k] = clocks[k].max(ts);
                         let record = (keys[k].clone(), event(ts, next(6), next(4)));
                         let copies = 1 + isize::from(next(8) == 0);
-                        input.update_at(record.clone(), time, copies);
-                        live.push((record, time));
+                        input.update_at(record, time, copies);
                     }
                 }
             }

@@ -46,7 +46,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 pub fn update_in_place<'s, K, V, O, L>(
     collection: VecCollection<'s, Time, (K, V)>,
     name: &str,
-    mut logic: L,
+    logic: L,
 ) -> VecCollection<'s, Time, (K, O)>
 where
     K: ExchangeData + Hashable + Hash,
@@ -54,8 +54,35 @@ where
     O: ExchangeData,
     L: FnMut(&K, &mut Vec<(V, isize)>, &[(V, isize)], &mut Vec<(O, isize)>) + 'static,
 {
-    let mut pending: Stash<((K, V), isize)> = Stash::default();
-    let mut inputs: HashMap<K, Vec<(V, isize)>> = HashMap::new();
+    update_in_place_expiring(collection, name, |_| None, logic)
+}
+
+/// [`update_in_place`] over a window the operator keeps itself: a value whose
+/// `expires_at` is `Some(due)` leaves its key's input at `due`, as if its retraction had
+/// come in then (merged with the key's other updates at that time). `expires_at` must be
+/// after the time of every update of the value: a window whose values carry the time they
+/// entered at, expiring `span` later.
+///
+/// A window in front of the operator ([`crate::windows::sliding_with`]) would keep its
+/// own copy of every value until it is due; here the values are in the key's input
+/// anyway, and what waits is one wake-up per key, at its earliest expiry.
+pub fn update_in_place_expiring<'s, K, V, O, E, L>(
+    collection: VecCollection<'s, Time, (K, V)>,
+    name: &str,
+    expires_at: E,
+    mut logic: L,
+) -> VecCollection<'s, Time, (K, O)>
+where
+    K: ExchangeData + Hashable + Hash,
+    V: ExchangeData,
+    O: ExchangeData,
+    E: Fn(&V) -> Option<Time> + 'static,
+    L: FnMut(&K, &mut Vec<(V, isize)>, &[(V, isize)], &mut Vec<(O, isize)>) + 'static,
+{
+    // `(key, None)` is a key's wake-up to expire what is due; it sorts before the key's
+    // updates at the same time.
+    let mut pending: Stash<((K, Option<V>), isize)> = Stash::default();
+    let mut keys: HashMap<K, KeyState<V>> = HashMap::new();
     let exchange = Exchange::new(|update: &((K, V), Time, isize)| update.0.0.hashed().into());
     collection
         .inner
@@ -64,28 +91,74 @@ where
             let mut produced: Vec<(O, isize)> = Vec::new();
             let mut changes: Vec<((K, O), Time, isize)> = Vec::new();
             move |(input, frontier), output| {
-                input.for_each(|capability, data| pending.take(&capability, data));
+                input.for_each(|capability, data| {
+                    pending.take_with(&capability, data, |(key, value)| (key, Some(value)))
+                });
                 let frontier = frontier.frontier();
-                pending.release(
+                pending.release_scheduling(
                     |time| !frontier.less_equal(time),
-                    |capability, time, mut batch| {
+                    |capability, time, mut batch, wake_ups| {
                         differential_dataflow::consolidation::consolidate(&mut batch);
                         let mut batch = batch.into_iter().peekable();
-                        while let Some(((key, value), diff)) = batch.next() {
+                        while let Some(((key, first), diff)) = batch.next() {
                             updates.clear();
-                            updates.push((value, diff));
+                            let woken = first.is_none();
+                            updates.extend(first.map(|value| (value, diff)));
                             while let Some(((_, value), diff)) =
                                 batch.next_if(|((next, _), _)| *next == key)
                             {
-                                updates.push((value, diff));
+                                updates.extend(value.map(|value| (value, diff)));
                             }
-                            let state = match inputs.get_mut(&key) {
+                            let state = match keys.get_mut(&key) {
                                 Some(state) => state,
-                                None => inputs.entry(key.clone()).or_default(),
+                                None => keys.entry(key.clone()).or_default(),
                             };
-                            logic(&key, state, &updates, &mut produced);
-                            if state.is_empty() {
-                                inputs.remove(&key);
+                            let inserted_only = !woken && updates.iter().all(|(_, d)| *d > 0);
+                            if woken {
+                                if state.wake_up == Some(time) {
+                                    state.wake_up = None;
+                                }
+                                // The retractions of what is due, among the other updates.
+                                // (Due before now only if `expires_at` broke its contract:
+                                // leaving it would wake the key again and again.)
+                                let due = state
+                                    .input
+                                    .iter()
+                                    .filter(|(value, _)| {
+                                        expires_at(value).is_some_and(|due| due <= time)
+                                    })
+                                    .map(|(value, count)| (value.clone(), -count));
+                                updates.extend(due);
+                                differential_dataflow::consolidation::consolidate(&mut updates);
+                            }
+                            if !updates.is_empty() {
+                                logic(&key, &mut state.input, &updates, &mut produced);
+                            }
+                            // The earliest expiry left: only the new values can bring it
+                            // forward when nothing left. Woken, not now again (for a value
+                            // `logic` kept although due).
+                            let earliest = if inserted_only {
+                                updates
+                                    .iter()
+                                    .filter_map(|(value, _)| expires_at(value))
+                                    .min()
+                            } else {
+                                state
+                                    .input
+                                    .iter()
+                                    .filter_map(|(value, _)| expires_at(value))
+                                    .filter(|due| !woken || *due > time)
+                                    .min()
+                            };
+                            let earliest = earliest.map(|due| due.max(time));
+                            if let Some(earliest) = earliest
+                                && state.wake_up.is_none_or(|wake_up| earliest < wake_up)
+                            {
+                                state.wake_up = Some(earliest);
+                                wake_ups.push((earliest, ((key.clone(), None), 1)));
+                            }
+                            if state.input.is_empty() {
+                                keys.remove(&key);
                             }
                             differential_dataflow::consolidation::consolidate(&mut produced);
                             changes.extend(
@@ -106,6 +179,23 @@ where
             }
         })
         .as_collection()
+}
+
+/// A key's consolidated input, and the time of its next wake-up to expire values, if one
+/// is stashed (a later one may be stashed too, from before an earlier expiry came in: it
+/// finds nothing due, or values due then).
+struct KeyState<V> {
+    input: Vec<(V, isize)>,
+    wake_up: Option<Time>,
+}
+
+impl<V> Default for KeyState<V> {
+    fn default() -> Self {
+        KeyState {
+            input: Vec::new(),
+            wake_up: None,
+        }
+    }
 }
 
 /// `count_total` for totally ordered time, in place: each key's accumulated difference
@@ -236,6 +326,7 @@ pub(crate) mod tests {
     use differential_dataflow::input::InputSession;
     use differential_dataflow::operators::CountTotal;
     use std::sync::{Arc, Mutex};
+    use timely::dataflow::operators::vec::Map;
 
     /// One change of a compared operator's output.
     pub(crate) type Change = ((u32, (u32, isize)), Time, isize);
@@ -266,30 +357,82 @@ pub(crate) mod tests {
         }
     }
 
+    /// The test logics' output records with their differences.
+    type Outputs = Vec<((u32, isize), isize)>;
+
     /// An in-place operator and its differential counterpart, built on the same input.
     pub(crate) type Pair = for<'s> fn(VecCollection<'s, Time, (u32, u32)>) -> Compared<'s>;
 
+    /// `update_in_place`'s logic for a reduce's `logic`: the output rebuilt from the input
+    /// before and after the updates.
+    #[allow(
+        clippy::type_complexity,
+        reason = "the logic's signature, spelled out once"
+    )]
+    fn rebuilding<V: Ord + Clone>(
+        logic: impl Fn(&u32, &[(&V, isize)], &mut Outputs),
+    ) -> impl FnMut(&u32, &mut Vec<(V, isize)>, &[(V, isize)], &mut Outputs) {
+        move |key, input, updates, changes| {
+            let mut each = |input: &Vec<(V, isize)>, sign: isize| {
+                let mut output = Vec::new();
+                let view: Vec<(&V, isize)> = by_ref(input).collect();
+                if !view.is_empty() {
+                    logic(key, &view, &mut output);
+                }
+                changes.extend(output.into_iter().map(|(o, d)| (o, d * sign)));
+            };
+            each(input, -1);
+            apply(input, by_ref(updates));
+            each(input, 1);
+        }
+    }
+
     fn reduces(collection: VecCollection<'_, Time, (u32, u32)>) -> Compared<'_> {
         [
-            update_in_place(
-                collection.clone(),
-                "InPlace",
-                |key, input, updates, changes| {
-                    // Rebuilt before and after: the reduce's output changes.
-                    let mut each = |input: &Vec<(u32, isize)>, sign: isize| {
-                        let mut output = Vec::new();
-                        let view: Vec<(&u32, isize)> = by_ref(input).collect();
-                        if !view.is_empty() {
-                            logic(key, &view, &mut output);
-                        }
-                        changes.extend(output.into_iter().map(|(o, d)| (o, d * sign)));
-                    };
-                    each(input, -1);
-                    apply(input, by_ref(updates));
-                    each(input, 1);
-                },
-            ),
+            update_in_place(collection.clone(), "InPlace", rebuilding(logic)),
             collection.reduce(logic),
+        ]
+    }
+
+    /// How long a value stays in the expiring operator's window, against the test input's
+    /// 600 time units.
+    const SPAN: Time = 40;
+
+    /// [`logic`] over values that carry the time they entered at.
+    fn stamped_logic(
+        key: &u32,
+        input: &[(&(Time, u32), isize)],
+        output: &mut Vec<((u32, isize), isize)>,
+    ) {
+        let values: Vec<u32> = input
+            .iter()
+            .map(|((at, value), _)| *at as u32 * 16 + value)
+            .collect();
+        let view: Vec<(&u32, isize)> = values
+            .iter()
+            .zip(input)
+            .map(|(v, (_, c))| (v, *c))
+            .collect();
+        logic(key, &view, output);
+    }
+
+    /// The expiring operator keeping its own window, against a window in front of
+    /// differential's reduce.
+    fn expiring(collection: VecCollection<'_, Time, (u32, u32)>) -> Compared<'_> {
+        // Each value with the time it entered at, as a window's values carry it.
+        let stamped = collection
+            .inner
+            .map(|((key, value), time, diff)| ((key, (time, value)), time, diff))
+            .as_collection();
+        [
+            update_in_place_expiring(
+                stamped.clone(),
+                "Expiring",
+                |(at, _)| Some(at + SPAN),
+                rebuilding(stamped_logic),
+            ),
+            crate::windows::sliding_with(stamped, SPAN, |record, _, diff| Some((record, diff)))
+                .reduce(stamped_logic),
         ]
     }
 
@@ -386,6 +529,11 @@ pub(crate) mod tests {
     #[test]
     fn matches_differential_reduce_time_by_time() {
         assert_same_changes(reduces);
+    }
+
+    #[test]
+    fn expiring_matches_a_window_in_front_of_differential_reduce() {
+        assert_same_changes(expiring);
     }
 
     #[test]

@@ -105,14 +105,14 @@ pub fn build_views<'s>(inputs: Inputs<'s>, params: &ViewParams, wanted: &[ViewNa
     let need_sessions = wants(ViewName::Sessions) || need_features;
 
     // The window's events per (user, client session), reduced once for `sessions` and the
-    // sequences.
+    // sequences; the reduce keeps the window itself.
     let by_session = (need_sessions || need_sequences).then(|| {
         let wanted = by_session::Wanted {
             sessions: need_sessions,
             facts: need_sequences,
         };
         by_session::by_session(
-            sessions::window_events(events.clone(), params),
+            sessions::session_events(events.clone(), params),
             params,
             wanted,
         )

@@ -13,9 +13,9 @@ use crate::Time;
 use crate::model::{Event, EventKind, Millis, ScrollDepth, SessionId, UserId};
 use crate::params::{EngagementParams, FeedbackParams, ViewParams};
 use crate::sequences::StepEvent;
-use crate::windows::sliding_with;
-use differential_dataflow::VecCollection;
+use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
+use timely::dataflow::operators::vec::Map;
 
 /// What the session views (`sessions` and the sequence views) need to know of one event;
 /// ordered by its step (time first, see [`StepEvent`]), so a reduce sees a session's events
@@ -175,26 +175,31 @@ pub fn derived_session_id(start: Millis) -> SessionId {
     SessionId::new(&format!("auto-{start}"))
 }
 
-/// The window's events, keyed by (user, client session): what [`crate::by_session`] reduces.
-pub type WindowEvents<'s> = VecCollection<'s, Time, ((UserId, Option<SessionId>), SessionEvent)>;
+/// Each event as a [`SessionEvent`] at its time, by (user, client session): what
+/// [`crate::by_session`] keeps, over the window, for each key.
+pub type SessionEvents<'s> = VecCollection<'s, Time, ((UserId, Option<SessionId>), SessionEvent)>;
 
-/// Keeps each event's [`SessionEvent`] for the window's span, by (user, client session).
-pub fn window_events<'s>(
+/// `events` as [`SessionEvents`]. Each carries the time it enters at (the effective,
+/// timely time, which can differ from `ts` by tick flooring and lateness): the window's
+/// expiry and the recency windows run on it.
+pub fn session_events<'s>(
     events: VecCollection<'s, Time, Event>,
     params: &ViewParams,
-) -> WindowEvents<'s> {
+) -> SessionEvents<'s> {
     let engagement = params.engagement.clone();
-    // The effective (timely) time travels in the summary: recency windows run on it.
-    sliding_with(events, params.windows.span_ms, move |event, at, diff| {
-        let summary = SessionEvent {
-            step: StepEvent::of(&event),
-            at,
-            class: EventClass::of(&event, &engagement),
-            scroll: event.scroll,
-            dwell_ms: event.dwell_ms.unwrap_or(0),
-        };
-        Some((((event.user, event.session), summary), diff))
-    })
+    events
+        .inner
+        .map(move |(event, at, diff)| {
+            let summary = SessionEvent {
+                step: StepEvent::of(&event),
+                at,
+                class: EventClass::of(&event, &engagement),
+                scroll: event.scroll,
+                dwell_ms: event.dwell_ms.unwrap_or(0),
+            };
+            (((event.user, event.session), summary), at, diff)
+        })
+        .as_collection()
 }
 
 /// The `sessions` view's settings.

@@ -80,15 +80,36 @@ impl<T> Stash<T> {
         ready: impl Fn(&Time) -> bool,
         mut emit: impl FnMut(&Capability<Time>, Time, Vec<T>),
     ) {
+        self.release_scheduling(ready, |capability, time, updates, _| {
+            emit(capability, time, updates)
+        });
+    }
+
+    /// [`Stash::release`], where `emit` may also stash updates for later, at or after the
+    /// time it is handed (an operator that schedules its own work: a window's expiry). One
+    /// scheduled at the handed time is handed over next, in the same call.
+    pub fn release_scheduling(
+        &mut self,
+        ready: impl Fn(&Time) -> bool,
+        mut emit: impl FnMut(&Capability<Time>, Time, Vec<T>, &mut Vec<(Time, T)>),
+    ) {
         let Some(capability) = self.held.take() else {
             return;
         };
+        let mut later = Vec::new();
         while let Some(entry) = self.by_time.first_entry() {
             if !ready(entry.key()) {
                 break;
             }
             let (time, updates) = entry.remove_entry();
-            emit(&capability, time, updates);
+            emit(&capability, time, updates, &mut later);
+            for (at, update) in later.drain(..) {
+                assert!(
+                    at >= time,
+                    "scheduled at {at}, before the time released ({time})"
+                );
+                self.at(at).push(update);
+            }
         }
         self.held = self
             .by_time
