@@ -32,7 +32,8 @@ use crate::Time;
 use crate::blend::{RankedItems, SharedInput, UserInput};
 use crate::experiments::Experiment;
 use crate::gather::Gather;
-use crate::model::{CatalogItem, Event, EventKind, ItemId, Score, UserId};
+use crate::in_place;
+use crate::model::{CatalogItem, Event, EventKind, ItemId, Millis, Score, UserId};
 use crate::name::Name;
 use crate::params::ViewParams;
 use crate::scores::ScoreKey;
@@ -41,10 +42,11 @@ use crate::sequences::{NextSteps, StepKind};
 use crate::shared;
 use crate::similar::Neighbors;
 use crate::windows::{refreshed, sliding_with};
-use differential_dataflow::VecCollection;
 use differential_dataflow::hashable::Hashable;
+use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use timely::dataflow::operators::vec::Map;
 
 /// The blend's sources, in the order they win ties for `reason`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -183,13 +185,9 @@ pub fn recs<'s>(
         .flat_map(top_items, |(user, (item, level))| {
             Some((user, UserInput::Top(item, level)))
         })
-        // Every windowed event with an item: the latest is the user's position.
-        .input(sliding_with(events.clone(), span, |event, _, diff| {
-            let user = event.user;
-            event
-                .item
-                .map(|item| ((user, UserInput::Visit(event.ts, item)), diff))
-        }))
+        .flat_map(positions(events.clone(), span), |(user, (ts, item))| {
+            Some((user, UserInput::Visit(ts, item)))
+        })
         .input(sliding_with(events, span, |event, _, diff| {
             let purchase = event.kind == EventKind::Purchase;
             let user = event.user;
@@ -258,6 +256,62 @@ pub fn recs<'s>(
         .finish();
 
     crate::blend::blend_users(users, shared, Strategies::new(params), params.recs.k)
+}
+
+/// A visit in the window: its `ts` and item (the blend's order: the latest visit is the
+/// one of the greatest `(ts, item)`), and the time it entered at, which it leaves `span`
+/// after.
+type Visit = (Millis, ItemId, Time);
+
+/// Each user's position: the `(ts, item)` of their latest event with an item in the window.
+///
+/// A user's visits are kept in place, over the window, and a visit that a later one (in
+/// `(ts, item)`) outlives can never be the latest again, so it is dropped on the spot: in
+/// order, a user keeps one visit; late events keep the few that may be the latest when
+/// a later one expires. A window of every visit in front of the blend kept two copies of
+/// each (its retraction, and the blend's input) for the whole span, when the blend reads
+/// only the latest. Events are insertions, as everywhere in the engine.
+fn positions<'s>(
+    events: VecCollection<'s, Time, Event>,
+    span: Millis,
+) -> VecCollection<'s, Time, (UserId, (Millis, ItemId))> {
+    let visits = events
+        .inner
+        .flat_map(|(event, at, diff)| {
+            let user = event.user;
+            let ts = event.ts;
+            event.item.map(|item| ((user, (ts, item, at)), at, diff))
+        })
+        .as_collection();
+    in_place::update_in_place_expiring(
+        visits,
+        "Positions",
+        move |(_, _, at): &Visit| Some(at.saturating_add(span)),
+        |_user, visits, updates, changes| {
+            let latest = |visits: &[(Visit, isize)]| {
+                visits.last().map(|((ts, item, _), _)| (*ts, item.clone()))
+            };
+            let before = latest(visits);
+            in_place::apply(visits, in_place::by_ref(updates));
+            // Keep a visit only if it leaves after every later one (by `(ts, item)`).
+            let mut kept: Vec<(Visit, isize)> = Vec::with_capacity(1);
+            let mut leaves_last: Option<Time> = None;
+            for visit in visits.drain(..).rev() {
+                let at = (visit.0).2;
+                if leaves_last.is_none_or(|last| at > last) {
+                    leaves_last = Some(at);
+                    kept.push(visit);
+                }
+            }
+            kept.reverse();
+            *visits = kept;
+            let after = latest(visits);
+            if before != after {
+                changes.extend(before.map(|position| (position, -1)));
+                changes.extend(after.map(|position| (position, 1)));
+            }
+        },
+    )
 }
 
 /// Ten-thousandths rounded half up to whole hundredths (0.1234 → 0.12).
@@ -349,4 +403,88 @@ fn top_per_segment<'s>(
             output.push(((source, Arc::new(ranked)), 1));
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::windows::sliding_with;
+    use differential_dataflow::input::InputSession;
+    use std::sync::{Arc, Mutex};
+
+    type Change = ((UserId, (Millis, ItemId)), Time, isize);
+
+    /// How long a visit stays in the window, against the test input's 600 time units.
+    const SPAN: Time = 60;
+
+    /// Random events (some without an item, some late: `ts` behind their time, some at
+    /// the same `ts`) through [`positions`] and through a window of every visit in front
+    /// of differential's `reduce` taking the greatest; both outputs, consolidated.
+    fn run(workers: usize, seed: u64) -> [Vec<Change>; 2] {
+        let outputs: [Arc<Mutex<Vec<Change>>>; 2] = Default::default();
+        let shared = outputs.clone();
+        timely::execute(timely::Config::process(workers), move |worker| {
+            let mut input = InputSession::<Time, Event, isize>::new();
+            let [ours, theirs] = shared.clone();
+            let probe = worker.dataflow(|scope| {
+                let events = input.to_collection(scope);
+                positions(events.clone(), SPAN)
+                    .inspect(move |change| ours.lock().unwrap().push(change.clone()));
+                let window = sliding_with(events, SPAN, |event: Event, _, diff| {
+                    let user = event.user;
+                    let ts = event.ts;
+                    event.item.map(|item| ((user, (ts, item)), diff))
+                });
+                let (probe, _) = window
+                    .reduce(|_user, visits, latest| {
+                        latest.push((visits.last().unwrap().0.clone(), 1))
+                    })
+                    .inspect(move |change| theirs.lock().unwrap().push(change.clone()))
+                    .probe();
+                probe
+            });
+            if worker.index() != 0 {
+                return;
+            }
+            let mut next = crate::in_place::tests::random(seed);
+            for round in 0..60u64 {
+                let now = round * 10;
+                input.advance_to(now);
+                for _ in 0..next(8) {
+                    let time = now + next(10);
+                    let user = ["u0", "u1", "u2"][next(3) as usize];
+                    let mut event =
+                        Event::new(user, EventKind::Click, time.saturating_sub(next(4) * 15));
+                    event.item =
+                        (next(5) > 0).then(|| ItemId::new(["a", "b", "c"][next(3) as usize]));
+                    input.update_at(event, time, 1);
+                }
+            }
+            input.close();
+            while !probe.done() {
+                worker.step();
+            }
+        })
+        .unwrap();
+        outputs.map(|changes| {
+            let mut changes = std::mem::take(&mut *changes.lock().unwrap());
+            differential_dataflow::consolidation::consolidate_updates(&mut changes);
+            changes
+        })
+    }
+
+    #[test]
+    fn positions_match_the_latest_visit_of_a_full_window() {
+        for workers in [1, 2] {
+            for seed in 0..4 {
+                let [ours, theirs] = run(workers, seed);
+                assert!(
+                    theirs.len() > 100,
+                    "too few changes to tell: {}",
+                    theirs.len()
+                );
+                assert_eq!(ours, theirs, "workers {workers}, seed {seed}");
+            }
+        }
+    }
 }
