@@ -6,8 +6,12 @@
 //! one per time, keeps the progress tracker's work independent of how many times wait.
 
 use crate::Time;
+use differential_dataflow::difference::Semigroup;
 use std::collections::BTreeMap;
 use timely::dataflow::operators::{Capability, InputCapability};
+
+/// How many updates a time may hold before a full list is consolidated rather than grown.
+const CONSOLIDATE_FROM: usize = 1024;
 
 /// Updates by time, and a capability at the earliest time that has any.
 pub struct Stash<T> {
@@ -24,7 +28,7 @@ impl<T> Default for Stash<T> {
     }
 }
 
-impl<D, R> Stash<(D, R)> {
+impl<D: Ord, R: Semigroup> Stash<(D, R)> {
     /// Stashes an input message's updates at their own times and holds a capability for
     /// them (every time in a message is at or after its capability's).
     pub fn take(&mut self, capability: &InputCapability<Time>, data: &mut Vec<(D, Time, R)>) {
@@ -33,6 +37,10 @@ impl<D, R> Stash<(D, R)> {
 
     /// [`Stash::take`], with each record mapped by `into` (for an operator whose inputs
     /// share one stash).
+    ///
+    /// A time's updates are consolidated whenever their list is full, from
+    /// [`CONSOLIDATE_FROM`] updates on: a time far ahead (the next refresh of a list many
+    /// readers share) can gather a day's changes, most of which cancel.
     pub fn take_with<I>(
         &mut self,
         capability: &InputCapability<Time>,
@@ -40,7 +48,15 @@ impl<D, R> Stash<(D, R)> {
         mut into: impl FnMut(I) -> D,
     ) {
         for (record, time, diff) in data.drain(..) {
-            self.at(time).push((into(record), diff));
+            let updates = self.at(time);
+            if updates.len() >= CONSOLIDATE_FROM && updates.len() == updates.capacity() {
+                differential_dataflow::consolidation::consolidate(updates);
+                // Half full still: grow, so that consolidating costs O(1) per update.
+                if updates.len() > updates.capacity() / 2 {
+                    updates.reserve(updates.capacity());
+                }
+            }
+            updates.push((into(record), diff));
         }
         self.hold(capability);
     }
