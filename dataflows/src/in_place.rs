@@ -10,8 +10,11 @@
 //! what its output did: from the input before and after the updates, or from the updates
 //! alone where the output allows (an append to a session adds its own facts). Same
 //! results, time by time, as `reduce` given the same logic; less work per (key, time) and
-//! no traces. It runs the window's sessions and their facts ([`crate::by_session`]) and
-//! each origin's transitions and `next` list ([`crate::sequences`]).
+//! no traces. It runs the window's sessions and their facts ([`crate::by_session`]),
+//! each origin's transitions and `next` list ([`crate::sequences`]), and each user's
+//! position for the blend ([`crate::recs`]). [`update_in_place_expiring`] also keeps the
+//! window: a key's values leave its input when due, so no window in front of the operator
+//! holds a second copy of each (the sessions' and the positions' windows).
 //!
 //! Use it where the reduce's input and output arrangements are private (nothing else
 //! joins against them): a shared arrangement is held anyway.
@@ -497,12 +500,16 @@ pub(crate) mod tests {
             }
         })
         .unwrap();
-        let consolidated = |changes: Changes| {
-            let mut changes = changes.lock().unwrap().clone();
-            differential_dataflow::consolidation::consolidate_updates(&mut changes);
-            changes
-        };
-        (consolidated(in_place), consolidated(reduced))
+        (consolidated(&in_place), consolidated(&reduced))
+    }
+
+    /// The changes an `inspect` collected, consolidated.
+    pub(crate) fn consolidated<D: Ord + Clone>(
+        changes: &Mutex<Vec<(D, Time, isize)>>,
+    ) -> Vec<(D, Time, isize)> {
+        let mut changes = std::mem::take(&mut *changes.lock().unwrap());
+        differential_dataflow::consolidation::consolidate_updates(&mut changes);
+        changes
     }
 
     /// Asserts that both operators of `pair` give the same changes, time by time, for

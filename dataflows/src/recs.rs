@@ -466,11 +466,7 @@ mod tests {
             }
         })
         .unwrap();
-        outputs.map(|changes| {
-            let mut changes = std::mem::take(&mut *changes.lock().unwrap());
-            differential_dataflow::consolidation::consolidate_updates(&mut changes);
-            changes
-        })
+        outputs.map(|changes| crate::in_place::tests::consolidated(&changes))
     }
 
     #[test]
