@@ -63,8 +63,9 @@ where
 /// [`update_in_place`] over a window the operator keeps itself: a value whose
 /// `expires_at` is `Some(due)` leaves its key's input at `due`, as if its retraction had
 /// come in then (merged with the key's other updates at that time). `expires_at` must be
-/// after the time of every update of the value: a window whose values carry the time they
-/// entered at, expiring `span` later.
+/// at or after the time of every update of the value: a window whose values carry the time
+/// they entered at, expiring `span` later. `logic` may also drop values from the input
+/// early (values that can no longer matter); they simply do not expire.
 ///
 /// A window in front of the operator ([`crate::windows::sliding_with`]) would keep its
 /// own copy of every value until it is due; here the values are in the key's input

@@ -51,7 +51,8 @@ impl<D: Ord, R: Semigroup> Stash<(D, R)> {
             let updates = self.at(time);
             if updates.len() >= CONSOLIDATE_FROM && updates.len() == updates.capacity() {
                 differential_dataflow::consolidation::consolidate(updates);
-                // Half full still: grow, so that consolidating costs O(1) per update.
+                // Half full still: grow, so that at least half a list of new updates
+                // comes between two consolidations.
                 if updates.len() > updates.capacity() / 2 {
                     updates.reserve(updates.capacity());
                 }
