@@ -382,25 +382,6 @@ mod tests {
 
     #[test]
     fn matches_rebuilding_every_output_time_by_time() {
-        for workers in [1, 2] {
-            for seed in 0..4 {
-                let [ours, theirs] = run(workers, seed);
-                assert!(
-                    theirs.len() > 200,
-                    "too few changes to tell: {}",
-                    theirs.len()
-                );
-                let first_difference = ours.iter().zip(&theirs).position(|(a, b)| a != b);
-                assert!(
-                    ours == theirs,
-                    "workers {workers}, seed {seed}: {} changes against {}, first differing at \
-                     {first_difference:?}: {:?} against {:?}",
-                    ours.len(),
-                    theirs.len(),
-                    first_difference.map(|at| &ours[at]),
-                    first_difference.map(|at| &theirs[at]),
-                );
-            }
-        }
+        crate::in_place::tests::assert_runs_agree(0..4, 200, run);
     }
 }

@@ -516,15 +516,38 @@ pub(crate) mod tests {
     /// Asserts that both operators of `pair` give the same changes, time by time, for
     /// several random inputs at 1 and 2 workers.
     pub(crate) fn assert_same_changes(pair: Pair) {
+        assert_runs_agree(1..=4, 100, |workers, seed| {
+            let (ours, theirs) = run(workers, seed, pair);
+            [ours, theirs]
+        });
+    }
+
+    /// Asserts that the two outputs of `run(workers, seed)` (ours, then the reference's)
+    /// are equal, and that the reference made more than `min_changes` changes, at 1 and 2
+    /// workers for each of `seeds`.
+    pub(crate) fn assert_runs_agree<C: PartialEq + std::fmt::Debug>(
+        seeds: impl IntoIterator<Item = u64> + Clone,
+        min_changes: usize,
+        run: impl Fn(usize, u64) -> [Vec<C>; 2],
+    ) {
         for workers in [1, 2] {
-            for seed in 1..=4 {
-                let (ours, theirs) = run(workers, seed, pair);
+            for seed in seeds.clone() {
+                let [ours, theirs] = run(workers, seed);
                 assert!(
-                    theirs.len() > 100,
-                    "too few changes to compare: {}",
+                    theirs.len() > min_changes,
+                    "too few changes to tell: {}",
                     theirs.len()
                 );
-                assert_eq!(ours, theirs, "{workers} workers, seed {seed}");
+                let first_difference = ours.iter().zip(&theirs).position(|(a, b)| a != b);
+                assert!(
+                    ours == theirs,
+                    "workers {workers}, seed {seed}: {} changes against {}, first differing at \
+                     {first_difference:?}: {:?} against {:?}",
+                    ours.len(),
+                    theirs.len(),
+                    first_difference.map(|at| &ours[at]),
+                    first_difference.map(|at| &theirs[at]),
+                );
             }
         }
     }

@@ -471,16 +471,6 @@ mod tests {
 
     #[test]
     fn positions_match_the_latest_visit_of_a_full_window() {
-        for workers in [1, 2] {
-            for seed in 0..4 {
-                let [ours, theirs] = run(workers, seed);
-                assert!(
-                    theirs.len() > 100,
-                    "too few changes to tell: {}",
-                    theirs.len()
-                );
-                assert_eq!(ours, theirs, "workers {workers}, seed {seed}");
-            }
-        }
+        crate::in_place::tests::assert_runs_agree(0..4, 100, run);
     }
 }
