@@ -122,7 +122,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_stdout: bool,
     /// Append, whenever the output frontier moves, each worker's live record count per
-    /// arrangement to FILE as JSON lines (to watch state size).
+    /// stateful operator (arrangements and in-place state) to FILE as JSON lines (to watch
+    /// state size).
     #[arg(long, value_name = "FILE")]
     pub arrangement_stats: Option<std::path::PathBuf>,
     /// Event time is coarsened to ticks of this many milliseconds: larger ticks batch more

@@ -3,10 +3,13 @@
 //! (and which view grows when it does not).
 //!
 //! Differential reports batch creations, merges and drops on its `differential/arrange` log;
-//! summing them per operator gives the live record count. Timely's own log names the
-//! operators.
+//! summing them per operator gives the live record count. The operators that keep state
+//! outside arrangements (in-place reduces and totals, window stashes, the blend) report
+//! their record counts on their own log ([`intentflow_dataflows::state_log`]). Timely's
+//! own log names the operators.
 
 use differential_dataflow::logging::{DifferentialEvent, DifferentialEventBuilder};
+use intentflow_dataflows::state_log::{STATE_LOG, StateEventBuilder};
 use serde::Serialize;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -27,14 +30,14 @@ pub fn create_file(path: &std::path::Path) -> Result<StatsFile, String> {
     Ok(Arc::new(Mutex::new(BufWriter::new(file))))
 }
 
-/// One worker's live record count per arrangement operator.
+/// One worker's live record count per stateful operator.
 #[derive(Default)]
 struct Sizes {
     names: BTreeMap<usize, String>,
     records: BTreeMap<usize, i64>,
 }
 
-/// Counts arrangement records on one worker; create it before building the dataflow, so
+/// Counts the records of every stateful operator on one worker; create it before building the dataflow, so
 /// that every operator is seen.
 #[derive(Clone)]
 pub struct ArrangementStats {
@@ -82,6 +85,13 @@ impl ArrangementStats {
                     _ => continue,
                 };
                 *sizes.records.entry(operator).or_default() += change;
+            }
+        });
+        let kept = Rc::clone(&sizes);
+        registry.insert::<StateEventBuilder, _>(STATE_LOG, move |_, batch| {
+            let mut sizes = kept.borrow_mut();
+            for (_, event) in batch.iter().flatten() {
+                sizes.records.insert(event.operator, event.records as i64);
             }
         });
         Some(ArrangementStats {

@@ -1,7 +1,9 @@
 //! Windows keep state bounded (DESIGN.md §3): replaying 60 days of generated events through
-//! a 7-day window, every arrangement's live record count stops growing once the window is
-//! full. The same replay with a window longer than the data is the control: there the
-//! state keeps growing, so the check can tell the two apart.
+//! a 7-day window, every stateful operator's live record count (differential's
+//! arrangements, and the operators that keep state themselves: in-place reduces and
+//! totals, window stashes, the blend) stops growing once the window is full. The same
+//! replay with a window longer than the data is the control: there the state keeps
+//! growing, so the check can tell the two apart.
 
 mod common;
 
@@ -10,7 +12,7 @@ use std::collections::BTreeMap;
 
 const DAY_MS: f64 = 86_400_000.0;
 
-/// Per arrangement, its live records over samples whose time falls in each day range: the
+/// Per operator, its live records over samples whose time falls in each day range: the
 /// mean of each range, and the peak of the early one.
 struct Growth {
     early: BTreeMap<String, f64>,
@@ -75,7 +77,7 @@ fn replay(span_days: u64) -> Growth {
         .filter(|t| *t > 0.0)
         .collect();
     let first = times.iter().copied().fold(f64::INFINITY, f64::min);
-    // Per arrangement: (sum, count, max) of its record counts in the day range.
+    // Per operator: (sum, count, max) of its record counts in the day range.
     let between = |from: f64, to: f64| {
         let mut sums: BTreeMap<String, (f64, f64, f64)> = BTreeMap::new();
         for sample in &samples {
@@ -117,7 +119,7 @@ fn report(label: &str, growth: &Growth) -> (f64, f64) {
     let early: f64 = growth.early.values().sum();
     let late: f64 = growth.late.values().sum();
     eprintln!(
-        "{label}: all arrangements, days 10-17 mean {early:.0} records, days 50-57 mean {late:.0}"
+        "{label}: all operators, days 10-17 mean {early:.0} records, days 50-57 mean {late:.0}"
     );
     eprintln!("  {:<28} {:>8} {:>8} {:>8}", "", "mean", "peak", "late");
     for (name, early) in &growth.early {
@@ -128,7 +130,7 @@ fn report(label: &str, growth: &Growth) -> (f64, f64) {
     (early, late)
 }
 
-/// Arrangements whose mean in the late range is well above their peak in the early one.
+/// Operators whose mean in the late range is well above their peak in the early one.
 /// The peak, not the mean, is the baseline because an arrangement holds its updates in
 /// batches that merge lazily: between merges it can hold up to about twice its live
 /// records, and samples come once per worker step (a few per day of data), so an early
@@ -157,7 +159,7 @@ fn windowed_state_stays_flat_after_the_window_fills() {
     let grew = grown(&windowed);
     assert!(
         grew.is_empty(),
-        "with a 7-day window these arrangements grew past their early peak: {grew:?}"
+        "with a 7-day window these operators grew past their early peak: {grew:?}"
     );
 
     // The control: a window longer than the data keeps everything, and the check sees it.
@@ -170,7 +172,7 @@ fn windowed_state_stays_flat_after_the_window_fills() {
     let grew = grown(&unbounded);
     assert!(
         grew.len() * 4 > unbounded.early.len(),
-        "control: only {grew:?} of {} arrangements grew, the per-arrangement check is blind",
+        "control: only {grew:?} of {} operators grew, the per-operator check is blind",
         unbounded.early.len()
     );
 }

@@ -25,6 +25,7 @@ use crate::model::{ItemId, Millis, UserId};
 use crate::name::Name;
 use crate::recs::{Rec, Source, Strategies};
 use crate::stash::Stash;
+use crate::state_log::StateLog;
 use differential_dataflow::{AsCollection, Hashable, VecCollection};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -104,6 +105,17 @@ struct SharedLists {
     ranked: HashMap<Name, RankedLists>,
 }
 
+impl SharedLists {
+    /// Entries held, over every list.
+    fn len(&self) -> usize {
+        let values = |lists: &HashMap<_, ItemValues>| lists.values().map(Vec::len).sum::<usize>();
+        values(&self.neighbors)
+            + values(&self.next)
+            + self.admitted.values().map(Vec::len).sum::<usize>()
+            + self.ranked.values().map(Vec::len).sum::<usize>()
+    }
+}
+
 /// Which local users read each shared key, to re-blend them when its list changes.
 #[derive(Default)]
 struct Readers {
@@ -113,6 +125,16 @@ struct Readers {
     by_position: HashMap<ItemId, HashMap<UserId, isize>>,
     /// Segment → users in it (with multiplicity).
     by_segment: HashMap<Name, HashMap<UserId, isize>>,
+}
+
+impl Readers {
+    /// Entries held, over every index.
+    fn len(&self) -> usize {
+        fn entries<K>(index: &HashMap<K, HashMap<UserId, isize>>) -> usize {
+            index.values().map(HashMap::len).sum()
+        }
+        entries(&self.by_top_item) + entries(&self.by_position) + entries(&self.by_segment)
+    }
 }
 
 /// Adds `diff` to `user`'s count under `key`, dropping zeros.
@@ -159,6 +181,7 @@ pub fn blend_users<'s>(
     let mut lists = SharedLists::default();
     let mut readers = Readers::default();
     let exchange = Exchange::new(|update: &((UserId, UserInput), Time, isize)| update.0.0.hashed());
+    let scope = users.inner.scope();
     users
         .inner
         .binary_frontier(
@@ -166,7 +189,8 @@ pub fn blend_users<'s>(
             exchange,
             Pipeline,
             "Recs",
-            move |_, _| {
+            move |_, info| {
+                let mut state_log = StateLog::new(scope, &info);
                 let mut changes: Vec<((UserId, Vec<Rec>), Time, isize)> = Vec::new();
                 move |(users, users_frontier), (shared, shared_frontier), output| {
                     users.for_each(|capability, data| {
@@ -217,6 +241,13 @@ pub fn blend_users<'s>(
                             }
                         },
                     );
+                    state_log.report(|| {
+                        let users: usize = states
+                            .values()
+                            .map(|state| state.input.len() + state.list.len())
+                            .sum();
+                        users + lists.len() + readers.len() + pending.len()
+                    });
                 }
             },
         )

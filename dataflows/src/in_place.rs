@@ -31,6 +31,7 @@
 
 use crate::Time;
 use crate::stash::Stash;
+use crate::state_log::StateLog;
 use differential_dataflow::difference::Semigroup;
 use differential_dataflow::{AsCollection, Data, ExchangeData, Hashable, VecCollection};
 use std::collections::HashMap;
@@ -88,9 +89,11 @@ where
     let mut pending: Stash<((K, Option<V>), isize)> = Stash::default();
     let mut keys: HashMap<K, KeyState<V>> = HashMap::new();
     let exchange = Exchange::new(|update: &((K, V), Time, isize)| update.0.0.hashed().into());
+    let scope = collection.inner.scope();
     collection
         .inner
-        .unary_frontier(exchange, name, move |_, _| {
+        .unary_frontier(exchange, name, move |_, info| {
+            let mut state_log = StateLog::new(scope, &info);
             let mut updates: Vec<(V, isize)> = Vec::new();
             let mut produced: Vec<(O, isize)> = Vec::new();
             let mut changes: Vec<((K, O), Time, isize)> = Vec::new();
@@ -180,6 +183,10 @@ where
                         }
                     },
                 );
+                state_log.report(|| {
+                    let values: usize = keys.values().map(|state| state.input.len()).sum();
+                    values + pending.len()
+                });
             }
         })
         .as_collection()
@@ -224,9 +231,11 @@ where
     let mut pending: Stash<(K, R)> = Stash::default();
     let mut totals: HashMap<K, R> = HashMap::new();
     let exchange = Exchange::new(|update: &(K, Time, R)| update.0.hashed().into());
+    let scope = collection.inner.scope();
     collection
         .inner
-        .unary_frontier(exchange, name, move |_, _| {
+        .unary_frontier(exchange, name, move |_, info| {
+            let mut state_log = StateLog::new(scope, &info);
             let mut changes: Vec<(I::Item, isize)> = Vec::new();
             move |(input, frontier), output| {
                 input.for_each(|capability, data| pending.take(&capability, data));
@@ -267,6 +276,7 @@ where
                         }
                     },
                 );
+                state_log.report(|| totals.len() + pending.len());
             }
         })
         .as_collection()

@@ -28,6 +28,7 @@ pub mod shared;
 pub mod significance;
 pub mod similar;
 pub mod stash;
+pub mod state_log;
 pub mod windows;
 pub mod with_model;
 

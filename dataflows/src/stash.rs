@@ -64,6 +64,16 @@ impl<D: Ord, R: Semigroup> Stash<(D, R)> {
 }
 
 impl<T> Stash<T> {
+    /// How many updates wait, at every time (walks the times: for reporting).
+    pub fn len(&self) -> usize {
+        self.by_time.values().map(Vec::len).sum()
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.by_time.is_empty()
+    }
+
     /// The updates waiting for `time`, to push to. Call [`Stash::hold`] with the capability
     /// of the message they came in before the operator returns.
     pub fn at(&mut self, time: Time) -> &mut Vec<T> {

@@ -13,6 +13,7 @@
 use crate::Time;
 use crate::model::Millis;
 use crate::stash::Stash;
+use crate::state_log::StateLog;
 use differential_dataflow::difference::{Abelian, Semigroup};
 use differential_dataflow::{AsCollection, VecCollection};
 use std::collections::BTreeMap;
@@ -44,9 +45,11 @@ where
     // Scheduled retractions by due time: a message may carry records at any time not
     // before its capability's.
     let mut scheduled: Stash<(D, R)> = Stash::default();
+    let scope = collection.inner.scope();
     collection
         .inner
-        .unary_frontier(Pipeline, "Sliding", move |_, _| {
+        .unary_frontier(Pipeline, "Sliding", move |_, info| {
+            let mut state_log = StateLog::new(scope, &info);
             move |(input, frontier), output| {
                 input.for_each(|capability, data| {
                     let mut session = output.session(&capability);
@@ -75,6 +78,7 @@ where
                         );
                     },
                 );
+                state_log.report(|| scheduled.len());
             }
         })
         .as_collection()
@@ -96,9 +100,11 @@ where
     let mut waiting: BTreeMap<(Time, D), R> = BTreeMap::new();
     // A capability at the earliest waiting time, if any.
     let mut held: Option<Capability<Time>> = None;
+    let scope = collection.inner.scope();
     collection
         .inner
-        .unary_frontier(Pipeline, "Deferred", move |_, _| {
+        .unary_frontier(Pipeline, "Deferred", move |_, info| {
+            let mut state_log = StateLog::new(scope, &info);
             move |(input, frontier), output| {
                 // Nothing can still arrive before the frontier: an update at it is due.
                 let due = frontier.frontier().first().copied();
@@ -128,22 +134,22 @@ where
                         held = Some(capability.delayed(earliest, 0));
                     }
                 });
-                let Some(capability) = held.take() else {
-                    return;
-                };
-                let frontier = frontier.frontier();
-                let mut session = output.session(&capability);
-                while let Some(entry) = waiting.first_entry() {
-                    if frontier.less_than(&entry.key().0) {
-                        break;
+                if let Some(capability) = held.take() {
+                    let frontier = frontier.frontier();
+                    let mut session = output.session(&capability);
+                    while let Some(entry) = waiting.first_entry() {
+                        if frontier.less_than(&entry.key().0) {
+                            break;
+                        }
+                        let ((time, record), diff) = entry.remove_entry();
+                        session.give((record, time, diff));
                     }
-                    let ((time, record), diff) = entry.remove_entry();
-                    session.give((record, time, diff));
+                    drop(session);
+                    held = waiting
+                        .first_key_value()
+                        .map(|((earliest, _), _)| capability.delayed(earliest));
                 }
-                drop(session);
-                held = waiting
-                    .first_key_value()
-                    .map(|((earliest, _), _)| capability.delayed(earliest));
+                state_log.report(|| waiting.len());
             }
         })
         .as_collection()

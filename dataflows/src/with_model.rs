@@ -17,6 +17,7 @@ use crate::Time;
 use crate::in_place::{apply, apply_keyed, by_ref};
 use crate::models::SharedModel;
 use crate::stash::Stash;
+use crate::state_log::StateLog;
 use differential_dataflow::{AsCollection, Data, ExchangeData, Hashable, VecCollection};
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -51,6 +52,7 @@ where
     // The current models, sorted and consolidated.
     let mut current: Vec<(SharedModel, isize)> = Vec::new();
     let exchange = Exchange::new(|update: &((K, V), Time, isize)| update.0.0.hashed().into());
+    let scope = collection.inner.scope();
     collection
         .inner
         .binary_frontier(
@@ -58,7 +60,8 @@ where
             exchange,
             Pipeline,
             name,
-            move |_, _| {
+            move |_, info| {
+                let mut state_log = StateLog::new(scope, &info);
                 let mut changes: Vec<((K, O), isize)> = Vec::new();
                 move |(input, input_frontier), (models, models_frontier), output| {
                     input.for_each(|capability, data| {
@@ -130,6 +133,10 @@ where
                             }
                         },
                     );
+                    state_log.report(|| {
+                        let kept: usize = values.values().map(Vec::len).sum();
+                        kept + current.len() + pending.len()
+                    });
                 }
             },
         )
