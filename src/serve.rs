@@ -10,7 +10,7 @@ use crate::output::Format;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use intentflow_dataflows::ViewName;
 use serde::Deserialize;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -196,6 +196,11 @@ fn serve_client(
 }
 
 /// Writes queued chunks to the client until the stream ends or the client falls behind.
+///
+/// What is queued when the forwarder wakes goes out in one write (a time's changes come
+/// as one chunk per view, then a progress line), and with Nagle off: a progress line
+/// written behind unacknowledged changes would otherwise wait for the client's delayed
+/// ACK.
 fn forward(
     writer: &mut TcpStream,
     chunks: &Receiver<Chunk>,
@@ -203,14 +208,27 @@ fn forward(
     capacity: usize,
     peer: &str,
 ) {
-    for chunk in chunks.iter() {
-        if dropped.load(Ordering::Acquire) {
-            break;
+    let _ = writer.set_nodelay(true);
+    let mut out = BufWriter::with_capacity(1 << 16, &mut *writer);
+    'chunks: while let Ok(chunk) = chunks.recv() {
+        let mut next = Some(chunk);
+        while let Some(chunk) = next {
+            if dropped.load(Ordering::Acquire) {
+                break 'chunks;
+            }
+            if out.write_all(chunk.as_bytes()).is_err() {
+                return;
+            }
+            next = chunks.try_recv().ok();
         }
-        if writer.write_all(chunk.as_bytes()).is_err() {
+        if out.flush().is_err() {
             return;
         }
     }
+    if out.flush().is_err() {
+        return;
+    }
+    drop(out);
     if dropped.load(Ordering::Acquire) {
         let message =
             format!("subscriber too slow: its queue of {capacity} messages is full; disconnected");
