@@ -210,16 +210,14 @@ fn forward(
 ) {
     let _ = writer.set_nodelay(true);
     let mut out = BufWriter::with_capacity(1 << 16, &mut *writer);
-    'chunks: while let Ok(chunk) = chunks.recv() {
-        let mut next = Some(chunk);
-        while let Some(chunk) = next {
+    'chunks: while let Ok(first) = chunks.recv() {
+        for chunk in std::iter::once(first).chain(chunks.try_iter()) {
             if dropped.load(Ordering::Acquire) {
                 break 'chunks;
             }
             if out.write_all(chunk.as_bytes()).is_err() {
                 return;
             }
-            next = chunks.try_recv().ok();
         }
         if out.flush().is_err() {
             return;

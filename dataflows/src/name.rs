@@ -50,12 +50,9 @@ struct Inline {
 impl Inline {
     #[inline]
     fn new(text: &[u8]) -> Self {
-        let padded = pad(text);
-        let mut bytes = [0u8; INLINE];
-        bytes.copy_from_slice(&padded[..INLINE]);
         Inline {
-            bytes,
-            len: LENS[usize::from(padded[INLINE])],
+            bytes: pad(text),
+            len: LENS[text.len()],
         }
     }
 
@@ -100,10 +97,13 @@ enum Len {
     L15,
 }
 
-use Len::*;
-const LENS: [Len; INLINE + 1] = [
-    L0, L1, L2, L3, L4, L5, L6, L7, L8, L9, L10, L11, L12, L13, L14, L15,
-];
+/// Each length's `Len`, by index.
+const LENS: [Len; INLINE + 1] = {
+    use Len::*;
+    [
+        L0, L1, L2, L3, L4, L5, L6, L7, L8, L9, L10, L11, L12, L13, L14, L15,
+    ]
+};
 
 impl Name {
     pub fn new(text: &str) -> Self {
@@ -132,15 +132,15 @@ impl Name {
     }
 }
 
-/// `bytes` (at most [`INLINE`]) zero-padded, with the length in the last byte.
+/// `bytes` (at most [`INLINE`]) zero-padded.
 ///
 /// Two overlapping fixed-size copies instead of one of variable length: ids are parsed
 /// into names on every event, and a variable `copy_from_slice` is a call to `memmove`.
 #[inline]
-fn pad(bytes: &[u8]) -> [u8; INLINE + 1] {
+fn pad(bytes: &[u8]) -> [u8; INLINE] {
     let len = bytes.len();
     debug_assert!(len <= INLINE);
-    let mut inline = [0u8; INLINE + 1];
+    let mut inline = [0u8; INLINE];
     if len >= 8 {
         inline[..8].copy_from_slice(&bytes[..8]);
         inline[len - 8..len].copy_from_slice(&bytes[len - 8..]);
@@ -152,7 +152,6 @@ fn pad(bytes: &[u8]) -> [u8; INLINE + 1] {
             *slot = *byte;
         }
     }
-    inline[INLINE] = len as u8;
     inline
 }
 
@@ -339,10 +338,11 @@ mod tests {
     fn pads_every_inline_length_with_zeros() {
         let text = "abcdefghijklmnopq";
         for len in 0..=INLINE {
-            let mut expected = [0u8; INLINE + 1];
+            let mut expected = [0u8; INLINE];
             expected[..len].copy_from_slice(&text.as_bytes()[..len]);
-            expected[INLINE] = len as u8;
-            assert_eq!(pad(&text.as_bytes()[..len]), expected, "length {len}");
+            let inline = Inline::new(&text.as_bytes()[..len]);
+            assert_eq!(inline.bytes, expected, "length {len}");
+            assert_eq!(inline.len as usize, len, "length {len}");
             assert_eq!(Name::new(&text[..len]).as_str(), &text[..len]);
         }
     }
