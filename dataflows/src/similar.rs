@@ -20,10 +20,14 @@ use crate::Time;
 use crate::in_place;
 use crate::model::{ItemId, Score, UserId};
 use crate::scores::ScoreKey;
-use crate::shared;
+use crate::stash::Stash;
+use crate::state_log::StateLog;
 use crate::windows::refreshed;
-use differential_dataflow::VecCollection;
-use serde::{Deserialize, Serialize};
+use differential_dataflow::{AsCollection, Hashable, VecCollection};
+use std::collections::HashMap;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::vec::Broadcast;
 
 /// The `[similar]` settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -82,13 +86,6 @@ pub fn top_items<'s>(
         })
 }
 
-/// Co-occurrence weight and both norms of one item pair.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-struct PairWeights {
-    co: i64,
-    norm_from: i64,
-}
-
 const USER_UNIT: i64 = 1 << 32;
 
 /// `co / sqrt(norm_a · norm_b)` in ten-thousandths.
@@ -113,8 +110,6 @@ pub fn similar<'s>(
         "Norms",
         |item: &ItemId, norm| Some((item.clone(), *norm as i64)),
     );
-    // Read by both ends of every pair: arranged once.
-    let norms = shared::by_key(norms, "Norms");
     // A pair's users and its summed weight travel in one difference: the weight in the low
     // 32 bits, one user in the high ones (so a pair's count is users · 2³² + Σ weight).
     let (k, min_users) = (params.k, params.min_users as i64);
@@ -130,43 +125,271 @@ pub fn similar<'s>(
             (users >= min_users).then(|| (a.clone(), (b.clone(), co)))
         },
     );
-    let from_a = shared::join(
-        shared::by_key(co, "PairsByFrom"),
-        norms.clone(),
-        |a, (b, co), norm_a| {
-            let weights = PairWeights {
-                co: *co,
-                norm_from: *norm_a,
-            };
-            (b.clone(), (a.clone(), weights))
-        },
-    );
-    shared::join(
-        shared::by_key(from_a, "PairsByTo"),
-        norms,
-        |b, (a, weights), norm_b| {
-            let sim = cosine(weights.co, weights.norm_from, *norm_b);
-            (a.clone(), (b.clone(), sim))
-        },
-    )
-    .reduce_named("Similar", move |_item, input, output| {
-        let mut ranked: Vec<(i64, &ItemId)> = input
+    neighbors(co, norms, k)
+}
+
+/// What waits in the neighbours' stash: an update of either input.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Pending {
+    /// `(a, b, co)`: the pair's co-occurrence weight, at `a`'s worker.
+    Pair(ItemId, ItemId, i64),
+    /// An item's norm, at every worker.
+    Norm(ItemId, i64),
+}
+
+/// One worker's state of [`neighbors`].
+#[derive(Default)]
+struct NeighborState {
+    /// Every item's norm (broadcast: a local item's partners live anywhere).
+    norms: HashMap<ItemId, i64>,
+    /// Each local item's partners with their co-occurrence weights.
+    pairs: HashMap<ItemId, HashMap<ItemId, i64>>,
+    /// Each item → the local items paired with it, to re-rank when its norm changes.
+    partners: HashMap<ItemId, Vec<ItemId>>,
+    /// Each local item's current list, to retract when it changes.
+    lists: HashMap<ItemId, Neighbors>,
+}
+
+impl NeighborState {
+    /// Records held.
+    fn len(&self) -> usize {
+        let pairs: usize = self.pairs.values().map(HashMap::len).sum();
+        let partners: usize = self.partners.values().map(Vec::len).sum();
+        let lists: usize = self.lists.values().map(Vec::len).sum();
+        self.norms.len() + pairs + partners + lists
+    }
+
+    /// Applies one time's updates (sorted, consolidated: a value's replacement is its
+    /// retraction and the new value's insertion, in either order) and returns the local
+    /// items whose neighbours may have changed, sorted.
+    fn apply(&mut self, updates: &[(Pending, isize)]) -> Vec<ItemId> {
+        let mut dirty = Vec::new();
+        let mut moved_norms = Vec::new();
+        // The updates of one pair, or of one norm, are adjacent.
+        for group in updates.chunk_by(|(x, _), (y, _)| match (x, y) {
+            (Pending::Pair(a, b, _), Pending::Pair(c, d, _)) => a == c && b == d,
+            (Pending::Norm(a, _), Pending::Norm(b, _)) => a == b,
+            _ => false,
+        }) {
+            let inserted = group.iter().find(|(_, diff)| *diff > 0).map(|(u, _)| u);
+            match (&group[0].0, inserted) {
+                (Pending::Pair(a, b, _), Some(Pending::Pair(_, _, co))) => {
+                    let partners = self.pairs.entry(a.clone()).or_default();
+                    if partners.insert(b.clone(), *co).is_none() {
+                        self.partners.entry(b.clone()).or_default().push(a.clone());
+                    }
+                    dirty.push(a.clone());
+                }
+                (Pending::Pair(a, b, _), _) => {
+                    if let Some(partners) = self.pairs.get_mut(a)
+                        && partners.remove(b).is_some()
+                    {
+                        if partners.is_empty() {
+                            self.pairs.remove(a);
+                        }
+                        if let Some(readers) = self.partners.get_mut(b) {
+                            readers.retain(|reader| reader != a);
+                            if readers.is_empty() {
+                                self.partners.remove(b);
+                            }
+                        }
+                    }
+                    dirty.push(a.clone());
+                }
+                (Pending::Norm(item, _), Some(Pending::Norm(_, norm))) => {
+                    self.norms.insert(item.clone(), *norm);
+                    moved_norms.push(item.clone());
+                }
+                (Pending::Norm(item, _), _) => {
+                    self.norms.remove(item);
+                    moved_norms.push(item.clone());
+                }
+            }
+        }
+        // A norm weighs every pair its item is in, at either end.
+        for item in moved_norms {
+            if self.pairs.contains_key(&item) || self.lists.contains_key(&item) {
+                dirty.push(item.clone());
+            }
+            dirty.extend(self.partners.get(&item).into_iter().flatten().cloned());
+        }
+        dirty.sort_unstable();
+        dirty.dedup();
+        dirty
+    }
+
+    /// `item`'s `k` most similar partners (similarity descending, then item id), or none
+    /// when it has no pair with both norms known (as the join of pairs and norms).
+    fn rank(&self, item: &ItemId, k: usize) -> Option<Neighbors> {
+        let norm = *self.norms.get(item)?;
+        let mut ranked: Vec<(i64, &ItemId)> = self
+            .pairs
+            .get(item)?
             .iter()
-            .map(|((other, sim), _)| (*sim, other))
+            .filter_map(|(other, co)| Some((cosine(*co, norm, *self.norms.get(other)?), other)))
             .collect();
-        ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-        let neighbors: Neighbors = ranked
-            .into_iter()
-            .take(k)
-            .map(|(sim, other)| (other.clone(), sim))
-            .collect();
-        output.push((neighbors, 1));
-    })
+        if ranked.is_empty() {
+            return None;
+        }
+        let order =
+            |a: &(i64, &ItemId), b: &(i64, &ItemId)| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1));
+        if ranked.len() > k {
+            if k == 0 {
+                ranked.clear();
+            } else {
+                ranked.select_nth_unstable_by(k - 1, order);
+                ranked.truncate(k);
+            }
+        }
+        ranked.sort_unstable_by(order);
+        Some(
+            ranked
+                .into_iter()
+                .map(|(sim, other)| (other.clone(), sim))
+                .collect(),
+        )
+    }
+}
+
+/// Each item's `k` most similar partners from its pairs' co-occurrence (`co`, by the
+/// pair's first item) and the items' norms.
+///
+/// In place rather than as two joins with the norms and a reduce: a norm's change moved
+/// every pair of its item through both joins' arrangements and re-read each partner's
+/// whole candidate history in the reduce, and the pairs grow faster than the events. Here
+/// the norms are broadcast (one per item), each worker keeps its items' pairs and an index
+/// from each item to the local items paired with it, and a changed item is re-ranked from
+/// its pairs directly. Same results, time by time.
+fn neighbors<'s>(
+    co: VecCollection<'s, Time, (ItemId, (ItemId, i64))>,
+    norms: VecCollection<'s, Time, (ItemId, i64)>,
+    k: usize,
+) -> VecCollection<'s, Time, (ItemId, Neighbors)> {
+    let mut pending: Stash<(Pending, isize)> = Stash::default();
+    let mut state = NeighborState::default();
+    let exchange =
+        Exchange::new(|update: &((ItemId, (ItemId, i64)), Time, isize)| update.0.0.hashed());
+    let scope = co.inner.scope();
+    co.inner
+        .binary_frontier(
+            norms.inner.broadcast(),
+            exchange,
+            Pipeline,
+            "Similar",
+            move |_, info| {
+                let mut state_log = StateLog::new(scope, &info);
+                let mut changes: Vec<((ItemId, Neighbors), Time, isize)> = Vec::new();
+                move |(pairs, pairs_frontier), (norms, norms_frontier), output| {
+                    pairs.for_each(|capability, data| {
+                        pending
+                            .take_with(&capability, data, |(a, (b, co))| Pending::Pair(a, b, co));
+                    });
+                    norms.for_each(|capability, data| {
+                        pending
+                            .take_with(&capability, data, |(item, norm)| Pending::Norm(item, norm));
+                    });
+                    pending.release(
+                        |time| !pairs_frontier.less_equal(time) && !norms_frontier.less_equal(time),
+                        |capability, time, mut updates| {
+                            differential_dataflow::consolidation::consolidate(&mut updates);
+                            for item in state.apply(&updates) {
+                                let list = state.rank(&item, k);
+                                if state.lists.get(&item) == list.as_ref() {
+                                    continue;
+                                }
+                                if let Some(old) = state.lists.remove(&item) {
+                                    changes.push(((item.clone(), old), time, -1));
+                                }
+                                if let Some(list) = list {
+                                    changes.push(((item.clone(), list.clone()), time, 1));
+                                    state.lists.insert(item, list);
+                                }
+                            }
+                            if !changes.is_empty() {
+                                // At the held capability (see `in_place::update_in_place`).
+                                output.session(capability).give_iterator(changes.drain(..));
+                            }
+                        },
+                    );
+                    state_log.report(|| state.len() + pending.len());
+                }
+            },
+        )
+        .as_collection()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::in_place::tests::{Compared, assert_same_changes};
+    use crate::shared;
+
+    /// Neighbours as differential would compute them: both norms joined to every pair,
+    /// then a reduce per item.
+    fn neighbors_by_joins<'s>(
+        co: VecCollection<'s, Time, (ItemId, (ItemId, i64))>,
+        norms: VecCollection<'s, Time, (ItemId, i64)>,
+        k: usize,
+    ) -> VecCollection<'s, Time, (ItemId, Neighbors)> {
+        let norms = shared::by_key(norms, "Norms");
+        let from_a = shared::join(
+            shared::by_key(co, "ByFrom"),
+            norms.clone(),
+            |a, (b, co), n| (b.clone(), (a.clone(), (*co, *n))),
+        );
+        shared::join(
+            shared::by_key(from_a, "ByTo"),
+            norms,
+            |b, (a, (co, na)), nb| (a.clone(), (b.clone(), cosine(*co, *na, *nb))),
+        )
+        .reduce(move |_item, input, output| {
+            let mut ranked: Vec<(i64, &ItemId)> = input
+                .iter()
+                .map(|((other, sim), _)| (*sim, other))
+                .collect();
+            ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+            let list = ranked
+                .into_iter()
+                .take(k)
+                .map(|(sim, other)| (other.clone(), sim));
+            output.push((list.collect(), 1));
+        })
+    }
+
+    /// Random (key, value) records as pairs and norms: `key`'s norm is its record count,
+    /// the pair (key, value % 6) weighs the records of both. Pairs come and go, and norms
+    /// move alone too (a record whose pair is its own item).
+    fn neighbor_pair(collection: VecCollection<'_, Time, (u32, u32)>) -> Compared<'_> {
+        let item = |n: u32| ItemId::new(&format!("i{n}"));
+        let norms = in_place::total(
+            collection.clone().map(move |(key, _)| item(key)),
+            "Norms",
+            |item: &ItemId, norm| Some((item.clone(), *norm as i64)),
+        );
+        let co = in_place::total(
+            collection.map(move |(key, value)| (item(key), item(value % 6))),
+            "Pairs",
+            |(a, b): &(ItemId, ItemId), co| (a != b).then(|| (a.clone(), (b.clone(), *co as i64))),
+        );
+        // Each list as its entries: (item, (neighbour, similarity · 4 + rank)).
+        let flat = |(item, list): (ItemId, Neighbors)| {
+            let number = |id: &ItemId| id.as_str()[1..].parse::<u32>().unwrap();
+            let a = number(&item);
+            list.into_iter()
+                .enumerate()
+                .map(move |(rank, (b, sim))| (a, (number(&b), sim as isize * 4 + rank as isize)))
+                .collect::<Vec<_>>()
+        };
+        [
+            neighbors(co.clone(), norms.clone(), 3).flat_map(flat),
+            neighbors_by_joins(co, norms, 3).flat_map(flat),
+        ]
+    }
+
+    #[test]
+    fn neighbors_match_joins_and_reduce_time_by_time() {
+        assert_same_changes(neighbor_pair);
+    }
 
     #[test]
     fn intent_levels_are_log_scaled() {
