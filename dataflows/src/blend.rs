@@ -403,11 +403,13 @@ fn blend<'a>(
     weights: &[i64; 5],
     k: usize,
 ) -> (Vec<Rec>, bool) {
+    // Flat lists sorted once, not maps grown entry by entry: a blend runs at nearly every
+    // event of its user and gathers a few hundred offers (top items × neighbours).
     let mut levels = 0i64;
-    let mut similar: BTreeMap<&'a ItemId, i64> = BTreeMap::new();
-    let mut values: BTreeMap<&'a ItemId, [i64; 5]> = BTreeMap::new();
-    let mut excluded: BTreeSet<&'a ItemId> = BTreeSet::new();
-    let mut personal: BTreeSet<&'a ItemId> = BTreeSet::new();
+    let mut similar: Vec<(&'a ItemId, i64)> = Vec::new();
+    let mut offers: Vec<(&'a ItemId, Source, i64)> = Vec::new();
+    let mut excluded: Vec<&'a ItemId> = Vec::new();
+    let mut personal: Vec<&'a ItemId> = Vec::new();
     let mut segments: Vec<&'a Name> = Vec::new();
     let mut position = None;
     let on = |source: Source| weights[source as usize] > 0;
@@ -416,19 +418,17 @@ fn blend<'a>(
             UserInput::Top(item, level) => {
                 levels += level;
                 for ((other, sim), times) in lists.neighbors.get(item).into_iter().flatten() {
-                    *similar.entry(other).or_default() += level * sim * (count * times) as i64;
+                    similar.push((other, level * sim * (count * times) as i64));
                 }
             }
             UserInput::Visit(_, item) => position = Some(item),
             UserInput::Candidate(item, source, value) => {
-                offer(&mut values, item, *source, *value);
+                offers.push((item, *source, *value));
                 if on(*source) {
-                    personal.insert(item);
+                    personal.push(item);
                 }
             }
-            UserInput::Excluded(item) => {
-                excluded.insert(item);
-            }
+            UserInput::Excluded(item) => excluded.push(item),
             UserInput::InSegment(segment) => segments.push(segment),
         }
     }
@@ -437,64 +437,64 @@ fn blend<'a>(
         .into_iter()
         .flatten()
     {
-        offer(&mut values, to, Source::Next, *p);
+        offers.push((to, Source::Next, *p));
         if on(Source::Next) {
-            personal.insert(to);
+            personal.push(to);
         }
     }
-    for (item, weighted) in similar {
+    similar.sort_unstable_by_key(|(item, _)| *item);
+    for group in similar.chunk_by(|(a, _), (b, _)| a == b) {
+        let weighted: i64 = group.iter().map(|(_, part)| part).sum();
         if weighted == 0 {
             continue;
         }
+        let item = group[0].0;
         if on(Source::Similar) {
-            personal.insert(item);
+            personal.push(item);
         }
-        values.entry(item).or_default()[Source::Similar as usize] = mean_half_up(weighted, levels);
+        offers.push((item, Source::Similar, mean_half_up(weighted, levels)));
     }
+    personal.sort_unstable();
+    personal.dedup();
     let cold_start = personal.len() < k;
     for segment in segments {
         if cold_start {
             for ((source, items), _) in lists.ranked.get(segment).into_iter().flatten() {
-                for (item, value) in items.iter() {
-                    offer(&mut values, item, *source, *value);
-                }
+                offers.extend(items.iter().map(|(item, value)| (item, *source, *value)));
             }
         }
         if let Some(admitted) = lists.admitted.get(segment) {
             for item in &personal {
                 if admitted.binary_search_by(|(a, _)| a.cmp(item)).is_ok() {
-                    offer(&mut values, item, Source::Segment, 10_000);
+                    offers.push((item, Source::Segment, 10_000));
                 }
             }
         }
     }
-    (rank(values, &excluded, weights, k), cold_start)
-}
-
-/// Raises `item`'s value from `source` to `value` if that is higher.
-fn offer<'a>(
-    values: &mut BTreeMap<&'a ItemId, [i64; 5]>,
-    item: &'a ItemId,
-    source: Source,
-    value: i64,
-) {
-    let slot = &mut values.entry(item).or_default()[source as usize];
-    *slot = (*slot).max(value);
+    excluded.sort_unstable();
+    (rank(offers, &excluded, weights, k), cold_start)
 }
 
 /// The `k` best candidates by blended score (then item), never an excluded one; the
 /// reason is the source that contributed most.
 fn rank(
-    values: BTreeMap<&ItemId, [i64; 5]>,
-    excluded: &BTreeSet<&ItemId>,
+    mut offers: Vec<(&ItemId, Source, i64)>,
+    excluded: &[&ItemId],
     weights: &[i64; 5],
     k: usize,
 ) -> Vec<Rec> {
+    offers.sort_unstable_by_key(|(item, _, _)| *item);
     // Ranked by reference; only the K kept are cloned.
-    let mut ranked: Vec<(i64, &ItemId, Source)> = values
-        .into_iter()
-        .filter(|(item, _)| !excluded.contains(item))
-        .filter_map(|(item, by_source)| {
+    let mut ranked: Vec<(i64, &ItemId, Source)> = offers
+        .chunk_by(|(a, _, _), (b, _, _)| a == b)
+        .filter(|group| excluded.binary_search(&group[0].0).is_err())
+        .filter_map(|group| {
+            // Each source's best offer for the item (an offer below 0 counts as none).
+            let mut by_source = [0i64; 5];
+            for (_, source, value) in group {
+                let slot = &mut by_source[*source as usize];
+                *slot = (*slot).max(*value);
+            }
             let mut total = 0;
             let mut best = (0, Source::Similar);
             for source in Source::ALL {
@@ -504,7 +504,7 @@ fn rank(
                     best = (part, source);
                 }
             }
-            (total > 0).then_some(((total + 500) / 1_000, item, best.1))
+            (total > 0).then_some(((total + 500) / 1_000, group[0].0, best.1))
         })
         .collect();
     ranked.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
