@@ -10,7 +10,7 @@ use crate::propensity::Propensity;
 use crate::segments::SegmentAssignment;
 use crate::sequences::{FunnelStep, NextSteps, Transition};
 use crate::sessions::{SessionAggregate, SessionKey};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
@@ -155,13 +155,7 @@ impl RowWriter {
 
     /// Starts a field; `name` must need no escaping.
     fn name(&mut self, name: &str) -> &mut Vec<u8> {
-        if !self.empty {
-            self.text.push(b',');
-        }
-        self.empty = false;
-        self.text.push(b'"');
-        self.text.extend_from_slice(name.as_bytes());
-        self.text.extend_from_slice(b"\":");
+        start_field(&mut self.text, &mut self.empty, name);
         &mut self.text
     }
 
@@ -183,8 +177,30 @@ impl RowWriter {
         self
     }
 
-    fn fixed(self, name: &str, value: Fixed) -> Self {
-        self.serialized(name, &value)
+    fn fixed(mut self, name: &str, value: Fixed) -> Self {
+        value.write(self.name(name));
+        self
+    }
+
+    /// A field holding a list of objects, each entry's fields written by `write`.
+    fn objects<T>(
+        mut self,
+        name: &str,
+        entries: impl IntoIterator<Item = T>,
+        mut write: impl FnMut(&mut Fields<'_>, T),
+    ) -> Self {
+        let text = self.name(name);
+        text.push(b'[');
+        for (index, entry) in entries.into_iter().enumerate() {
+            if index > 0 {
+                text.push(b',');
+            }
+            text.push(b'{');
+            write(&mut Fields { text, empty: true }, entry);
+            text.push(b'}');
+        }
+        text.push(b']');
+        self
     }
 
     /// A field of any serializable value (lists, nested objects).
@@ -213,6 +229,38 @@ impl RowWriter {
     }
 }
 
+/// Starts a field of an object being written: a separator unless it is the first, then
+/// its name, which must need no escaping.
+fn start_field(text: &mut Vec<u8>, empty: &mut bool, name: &str) {
+    if !*empty {
+        text.push(b',');
+    }
+    *empty = false;
+    text.push(b'"');
+    text.extend_from_slice(name.as_bytes());
+    text.extend_from_slice(b"\":");
+}
+
+/// The fields of one object in a list ([`RowWriter::objects`]).
+struct Fields<'a> {
+    text: &'a mut Vec<u8>,
+    empty: bool,
+}
+
+impl Fields<'_> {
+    fn str(&mut self, name: &str, value: &str) -> &mut Self {
+        start_field(self.text, &mut self.empty, name);
+        write_str(self.text, value);
+        self
+    }
+
+    fn fixed(&mut self, name: &str, value: Fixed) -> &mut Self {
+        start_field(self.text, &mut self.empty, name);
+        value.write(self.text);
+        self
+    }
+}
+
 /// A JSON string, escaped exactly as `serde_json` escapes it (quotes, backslashes and
 /// control characters; only such strings go through it).
 fn write_str(out: &mut Vec<u8>, text: &str) {
@@ -226,18 +274,42 @@ fn write_str(out: &mut Vec<u8>, text: &str) {
 }
 
 /// A fixed-point number printed as a JSON integer when it is whole, else as a decimal.
+/// `scale` is a power of ten.
 struct Fixed {
     units: i64,
     scale: i64,
 }
 
-impl Serialize for Fixed {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        if self.units % self.scale == 0 {
-            serializer.serialize_i64(self.units / self.scale)
-        } else {
-            serializer.serialize_f64(self.units as f64 / self.scale as f64)
+impl Fixed {
+    /// Writes the number as the decimal it is (the fraction's trailing zeros dropped): the
+    /// text `serde_json` gives the quotient as an `f64` (a test holds it to that), without
+    /// formatting a float for every field of every row.
+    fn write(&self, out: &mut Vec<u8>) {
+        let mut digits = itoa::Buffer::new();
+        let fraction = (self.units % self.scale).unsigned_abs();
+        if fraction == 0 {
+            out.extend_from_slice(digits.format(self.units / self.scale).as_bytes());
+            return;
         }
+        if self.units < 0 {
+            out.push(b'-');
+        }
+        out.extend_from_slice(
+            digits
+                .format((self.units / self.scale).unsigned_abs())
+                .as_bytes(),
+        );
+        out.push(b'.');
+        // The fraction zero-padded to the scale's width, then without trailing zeros.
+        let width = self.scale.ilog10() as usize;
+        let mut padded = [b'0'; 19];
+        let text = digits.format(fraction).as_bytes();
+        padded[width - text.len()..width].copy_from_slice(text);
+        let end = padded[..width]
+            .iter()
+            .rposition(|digit| *digit != b'0')
+            .map_or(0, |last| last + 1);
+        out.extend_from_slice(&padded[..end]);
     }
 }
 
@@ -374,30 +446,17 @@ pub fn propensity_row(user: &UserId, scores: &Propensity) -> ViewRow {
 }
 
 /// A list of `{item, score}` entries, scores in ten-thousandths.
-fn scored_items(items: &[(ItemId, i64)]) -> Vec<ScoredItem<'_>> {
-    items
-        .iter()
-        .map(|(item, units)| ScoredItem {
-            item,
-            score: Fixed {
-                units: *units,
-                scale: 10_000,
-            },
-        })
-        .collect()
-}
-
-#[derive(Serialize)]
-struct ScoredItem<'a> {
-    item: &'a ItemId,
-    score: Fixed,
+fn scored_items(fields: &mut Fields<'_>, (item, units): &(ItemId, i64)) {
+    fields
+        .str("item", item.as_str())
+        .fixed("score", share(*units));
 }
 
 pub fn als_row(user: &UserId, candidates: &Candidates) -> ViewRow {
     RowWriter::new()
         .str("user", user.as_str())
         .value()
-        .serialized("items", &scored_items(candidates))
+        .objects("items", candidates, scored_items)
         .finish(ViewName::Als)
 }
 
@@ -422,20 +481,13 @@ pub fn transition_row(transition: &Transition, count: u64, p: i64) -> ViewRow {
 }
 
 pub fn next_row(kind: crate::sequences::StepKind, from: &str, next: &NextSteps) -> ViewRow {
-    #[derive(Serialize)]
-    struct Step<'a> {
-        to: &'a str,
-        p: Fixed,
-    }
-    let next: Vec<Step> = next
-        .iter()
-        .map(|(to, p)| Step { to, p: share(*p) })
-        .collect();
     RowWriter::new()
         .str("kind", kind.as_str())
         .str("from", from)
         .value()
-        .serialized("next", &next)
+        .objects("next", next, |fields, (to, p)| {
+            fields.str("to", to).fixed("p", share(*p));
+        })
         .finish(ViewName::Next)
 }
 
@@ -461,30 +513,21 @@ pub fn similar_row(item: &ItemId, neighbors: &crate::similar::Neighbors) -> View
     RowWriter::new()
         .str("item", item.as_str())
         .value()
-        .serialized("neighbors", &scored_items(neighbors))
+        .objects("neighbors", neighbors, scored_items)
         .finish(ViewName::Similar)
 }
 
 pub fn recs_row(user: &UserId, variant: &str, list: &[crate::recs::Rec]) -> ViewRow {
-    #[derive(Serialize)]
-    struct Item<'a> {
-        item: &'a ItemId,
-        score: Fixed,
-        reason: &'static str,
-    }
-    let items: Vec<Item> = list
-        .iter()
-        .map(|rec| Item {
-            item: &rec.item,
-            score: share(rec.score),
-            reason: rec.reason.as_str(),
-        })
-        .collect();
     RowWriter::new()
         .str("user", user.as_str())
         .value()
         .str("variant", variant)
-        .serialized("items", &items)
+        .objects("items", list, |fields, rec| {
+            fields
+                .str("item", rec.item.as_str())
+                .fixed("score", share(rec.score))
+                .str("reason", rec.reason.as_str());
+        })
         .finish(ViewName::Recs)
 }
 
@@ -595,4 +638,39 @@ pub fn experiment_rows(
             )
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_prints_as_serde_json_prints_the_quotient() {
+        let around_zero = -120_000..=120_000;
+        let wide = (-4_000_000_000i64..=4_000_000_000).step_by(7_919);
+        let edges = [
+            i64::from(i32::MAX),
+            i64::from(i32::MIN),
+            999_999_999_999,
+            -1,
+        ];
+        for scale in [1_000, 10_000] {
+            for units in around_zero.clone().chain(wide.clone()).chain(edges) {
+                let value = Fixed { units, scale };
+                let mut ours = Vec::new();
+                value.write(&mut ours);
+                // As the rows printed it: an integer when whole, else the quotient as f64.
+                let theirs = if units % scale == 0 {
+                    serde_json::to_string(&(units / scale)).unwrap()
+                } else {
+                    serde_json::to_string(&(units as f64 / scale as f64)).unwrap()
+                };
+                assert_eq!(
+                    String::from_utf8(ours).unwrap(),
+                    theirs,
+                    "{units} / {scale}"
+                );
+            }
+        }
+    }
 }
