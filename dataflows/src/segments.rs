@@ -285,7 +285,7 @@ mod tests {
         }
     }
 
-    fn with_purchases(n: i64) -> Vec<(Cow<'static, str>, FeatureValue)> {
+    fn with_purchases(n: i32) -> Vec<(Cow<'static, str>, FeatureValue)> {
         FeatureSums {
             sessions: 1,
             purchases: n,
