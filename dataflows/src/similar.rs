@@ -174,22 +174,22 @@ impl NeighborState {
             let inserted = group.iter().find(|(_, diff)| *diff > 0).map(|(u, _)| u);
             match (&group[0].0, inserted) {
                 (Pending::Pair(a, b, _), Some(Pending::Pair(_, _, co))) => {
-                    let partners = self.pairs.entry(a.clone()).or_default();
-                    if partners.insert(b.clone(), *co).is_none() {
+                    let weights = self.pairs.entry(a.clone()).or_default();
+                    if weights.insert(b.clone(), *co).is_none() {
                         self.partners.entry(b.clone()).or_default().push(a.clone());
                     }
                     dirty.push(a.clone());
                 }
                 (Pending::Pair(a, b, _), _) => {
-                    if let Some(partners) = self.pairs.get_mut(a)
-                        && partners.remove(b).is_some()
+                    if let Some(weights) = self.pairs.get_mut(a)
+                        && weights.remove(b).is_some()
                     {
-                        if partners.is_empty() {
+                        if weights.is_empty() {
                             self.pairs.remove(a);
                         }
-                        if let Some(readers) = self.partners.get_mut(b) {
-                            readers.retain(|reader| reader != a);
-                            if readers.is_empty() {
+                        if let Some(paired) = self.partners.get_mut(b) {
+                            paired.retain(|item| item != a);
+                            if paired.is_empty() {
                                 self.partners.remove(b);
                             }
                         }
@@ -234,12 +234,10 @@ impl NeighborState {
         let order =
             |a: &(i64, &ItemId), b: &(i64, &ItemId)| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1));
         if ranked.len() > k {
-            if k == 0 {
-                ranked.clear();
-            } else {
-                ranked.select_nth_unstable_by(k - 1, order);
-                ranked.truncate(k);
+            if let Some(last) = k.checked_sub(1) {
+                ranked.select_nth_unstable_by(last, order);
             }
+            ranked.truncate(k);
         }
         ranked.sort_unstable_by(order);
         Some(
