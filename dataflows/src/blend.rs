@@ -21,19 +21,15 @@
 use crate::Time;
 use crate::features::mean_half_up;
 use crate::in_place::{apply, apply_keyed, by_ref};
+use crate::keyed_shared::{KeyedSharedState, Update, keyed_with_shared};
 use crate::model::{ItemId, Millis, UserId};
 use crate::name::Name;
 use crate::recs::{Rec, Source, Strategies};
-use crate::stash::Stash;
-use crate::state_log::StateLog;
-use differential_dataflow::{AsCollection, Hashable, VecCollection};
+use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::Hash;
 use std::sync::Arc;
-use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::generic::operator::Operator;
-use timely::dataflow::operators::vec::Broadcast;
 
 /// A segment's ranked list from one source, best first, with each item's value. Shared
 /// within a worker by every user of the segment who reads it.
@@ -161,12 +157,9 @@ fn prune<K: Hash + Eq>(index: &mut HashMap<K, HashMap<UserId, isize>>, keys: &[K
     }
 }
 
-/// What waits in the stash: an update of either input.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Pending {
-    User(UserId, UserInput),
-    Shared(SharedInput),
-}
+/// An update of the blend's inputs: a user's own, at their worker, or a shared list's, at
+/// every worker.
+type BlendUpdate = Update<UserId, UserInput, SharedInput>;
 
 /// Maintains each user's top-`k` list from their own inputs (`users`) and the shared lists
 /// (`shared`), with each user's strategy weights.
@@ -176,102 +169,101 @@ pub fn blend_users<'s>(
     strategies: Strategies,
     k: usize,
 ) -> VecCollection<'s, Time, (UserId, Vec<Rec>)> {
-    let mut pending: Stash<(Pending, isize)> = Stash::default();
-    let mut states: HashMap<UserId, UserState> = HashMap::new();
-    let mut lists = SharedLists::default();
-    let mut readers = Readers::default();
-    let exchange = Exchange::new(|update: &((UserId, UserInput), Time, isize)| update.0.0.hashed());
-    let scope = users.inner.scope();
-    users
-        .inner
-        .binary_frontier(
-            shared.inner.broadcast(),
-            exchange,
-            Pipeline,
-            "Recs",
-            move |_, info| {
-                let mut state_log = StateLog::new(scope, &info);
-                let mut changes: Vec<((UserId, Vec<Rec>), Time, isize)> = Vec::new();
-                move |(users, users_frontier), (shared, shared_frontier), output| {
-                    users.for_each(|capability, data| {
-                        pending.take_with(&capability, data, |(user, input)| {
-                            Pending::User(user, input)
-                        });
-                    });
-                    shared.for_each(|capability, data| {
-                        pending.take_with(&capability, data, Pending::Shared);
-                    });
-                    pending.release(
-                        |time| {
-                            !users_frontier.less_equal(time) && !shared_frontier.less_equal(time)
-                        },
-                        |capability, time, mut updates| {
-                            differential_dataflow::consolidation::consolidate(&mut updates);
-                            // Shared updates sort after every user's.
-                            let split = updates
-                                .partition_point(|(update, _)| matches!(update, Pending::User(..)));
-                            let shared_updates = updates.split_off(split);
-                            let mut dirty = BTreeSet::new();
-                            apply_users(updates, &mut states, &mut readers, &mut dirty);
-                            apply_shared(shared_updates, &mut lists, &readers, &states, &mut dirty);
-                            for user in dirty {
-                                let Some(state) = states.get_mut(&user) else {
-                                    continue;
-                                };
-                                let (_, weights) = strategies.of(&user);
-                                let (list, cold_start) = blend(&state.input, &lists, &weights, k);
-                                state.cold_start = cold_start;
-                                if list != state.list {
-                                    if !state.list.is_empty() {
-                                        let old = std::mem::take(&mut state.list);
-                                        changes.push(((user.clone(), old), time, -1));
-                                    }
-                                    if !list.is_empty() {
-                                        changes.push(((user.clone(), list.clone()), time, 1));
-                                    }
-                                    state.list = list;
-                                }
-                                if state.input.is_empty() {
-                                    states.remove(&user);
-                                }
-                            }
-                            if !changes.is_empty() {
-                                // At the held capability (see `in_place::update_in_place`).
-                                output.session(capability).give_iterator(changes.drain(..));
-                            }
-                        },
-                    );
-                    state_log.report(|| {
-                        let users: usize = states
-                            .values()
-                            .map(|state| state.input.len() + state.list.len())
-                            .sum();
-                        users + lists.len() + readers.len() + pending.len()
-                    });
+    let state = BlendState {
+        states: HashMap::new(),
+        lists: SharedLists::default(),
+        readers: Readers::default(),
+        strategies,
+        k,
+    };
+    keyed_with_shared(users, shared, "Recs", state)
+}
+
+/// One worker's state of [`blend_users`].
+struct BlendState {
+    /// Each local user's inputs and list.
+    states: HashMap<UserId, UserState>,
+    lists: SharedLists,
+    readers: Readers,
+    strategies: Strategies,
+    /// Recommendations per user.
+    k: usize,
+}
+
+impl KeyedSharedState for BlendState {
+    type Key = UserId;
+    type Value = UserInput;
+    type Shared = SharedInput;
+    type Out = (UserId, Vec<Rec>);
+
+    fn step(
+        &mut self,
+        mut updates: Vec<(BlendUpdate, isize)>,
+        changes: &mut Vec<((UserId, Vec<Rec>), isize)>,
+    ) {
+        let split = updates.partition_point(|(update, _)| matches!(update, Update::Keyed(..)));
+        let shared_updates = updates.split_off(split);
+        let mut dirty = BTreeSet::new();
+        let BlendState {
+            states,
+            lists,
+            readers,
+            strategies,
+            k,
+        } = self;
+        apply_users(updates, states, readers, &mut dirty);
+        apply_shared(shared_updates, lists, readers, states, &mut dirty);
+        for user in dirty {
+            let Some(state) = states.get_mut(&user) else {
+                continue;
+            };
+            let (_, weights) = strategies.of(&user);
+            let (list, cold_start) = blend(&state.input, lists, &weights, *k);
+            state.cold_start = cold_start;
+            if list != state.list {
+                if !state.list.is_empty() {
+                    let old = std::mem::take(&mut state.list);
+                    changes.push(((user.clone(), old), -1));
                 }
-            },
-        )
-        .as_collection()
+                if !list.is_empty() {
+                    changes.push(((user.clone(), list.clone()), 1));
+                }
+                state.list = list;
+            }
+            if state.input.is_empty() {
+                states.remove(&user);
+            }
+        }
+    }
+
+    fn records(&self) -> usize {
+        let users: usize = self
+            .states
+            .values()
+            .map(|state| state.input.len() + state.list.len())
+            .sum();
+        users + self.lists.len() + self.readers.len()
+    }
 }
 
 /// Applies one time's per-user updates (sorted by user, consolidated), keeps the readers'
 /// index current, and marks users whose blend may have changed.
 fn apply_users(
-    updates: Vec<(Pending, isize)>,
+    updates: Vec<(BlendUpdate, isize)>,
     states: &mut HashMap<UserId, UserState>,
     readers: &mut Readers,
     dirty: &mut BTreeSet<UserId>,
 ) {
     let mut rest = &updates[..];
     let mut group: Vec<(&UserInput, isize)> = Vec::new();
-    while let Some((Pending::User(user, _), _)) = rest.first() {
+    while let Some((Update::Keyed(user, _), _)) = rest.first() {
         group.clear();
         let len = rest
             .iter()
-            .take_while(|(update, _)| matches!(update, Pending::User(u, _) if u == user))
+            .take_while(|(update, _)| matches!(update, Update::Keyed(u, _) if u == user))
             .count();
         for (update, diff) in &rest[..len] {
-            if let Pending::User(_, input) = update {
+            if let Update::Keyed(_, input) = update {
                 group.push((input, *diff));
             }
         }
@@ -325,7 +317,7 @@ fn apply_users(
 /// Applies one time's shared updates (sorted, consolidated) and marks the local users
 /// who read a changed list.
 fn apply_shared(
-    updates: Vec<(Pending, isize)>,
+    updates: Vec<(BlendUpdate, isize)>,
     lists: &mut SharedLists,
     readers: &Readers,
     states: &HashMap<UserId, UserState>,
@@ -337,7 +329,7 @@ fn apply_shared(
     let mut admitted: BTreeMap<Name, Vec<(ItemId, isize)>> = BTreeMap::new();
     let mut ranked: BTreeMap<Name, RankedLists> = BTreeMap::new();
     for (update, diff) in updates {
-        let Pending::Shared(input) = update else {
+        let Update::Shared(input) = update else {
             unreachable!("per-user updates sort before shared ones");
         };
         match input {

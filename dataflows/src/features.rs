@@ -156,6 +156,16 @@ impl FeatureSums {
             *mine = count(*mine, *theirs);
         }
     }
+
+    /// Applies `sum` to every 64-bit field and `count` to every 32-bit one.
+    fn map(&mut self, sum: impl Fn(i64) -> i64, count: impl Fn(i32) -> i32) {
+        for field in self.sums_mut() {
+            *field = sum(*field);
+        }
+        for field in self.counts_mut() {
+            *field = count(*field);
+        }
+    }
 }
 
 /// The name of the `active_<days>d` flag. Every feature change of every user names its
@@ -219,7 +229,7 @@ impl Monoid for FeatureSums {
 
 impl Abelian for FeatureSums {
     fn negate(&mut self) {
-        self.combine(FeatureSums::default(), |a, _| -a, |a, _| a.wrapping_neg());
+        self.map(|a| -a, i32::wrapping_neg);
     }
 }
 
@@ -227,11 +237,7 @@ impl Multiply<isize> for FeatureSums {
     type Output = FeatureSums;
     fn multiply(mut self, rhs: &isize) -> Self {
         let (wide, narrow) = (*rhs as i64, *rhs as i32);
-        self.combine(
-            FeatureSums::default(),
-            |a, _| a * wide,
-            |a, _| a.wrapping_mul(narrow),
-        );
+        self.map(|a| a * wide, |a| a.wrapping_mul(narrow));
         self
     }
 }

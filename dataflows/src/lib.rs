@@ -13,6 +13,7 @@ pub mod experiments;
 pub mod features;
 pub mod gather;
 pub mod in_place;
+pub mod keyed_shared;
 pub mod model;
 pub mod models;
 pub mod name;

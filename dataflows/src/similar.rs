@@ -18,16 +18,12 @@
 
 use crate::Time;
 use crate::in_place;
+use crate::keyed_shared::{KeyedSharedState, Update, keyed_with_shared};
 use crate::model::{ItemId, Score, UserId};
 use crate::scores::ScoreKey;
-use crate::stash::Stash;
-use crate::state_log::StateLog;
 use crate::windows::refreshed;
-use differential_dataflow::{AsCollection, Hashable, VecCollection};
+use differential_dataflow::VecCollection;
 use std::collections::HashMap;
-use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::generic::operator::Operator;
-use timely::dataflow::operators::vec::Broadcast;
 
 /// The `[similar]` settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -128,18 +124,15 @@ pub fn similar<'s>(
     neighbors(co, norms, k)
 }
 
-/// What waits in the neighbours' stash: an update of either input.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Pending {
-    /// `(a, b, co)`: the pair's co-occurrence weight, at `a`'s worker.
-    Pair(ItemId, ItemId, i64),
-    /// An item's norm, at every worker.
-    Norm(ItemId, i64),
-}
+/// An update of the neighbours' inputs: `(a, (b, co))`, a pair's co-occurrence weight at
+/// `a`'s worker, or `(item, norm)`, an item's norm at every worker.
+type NeighborUpdate = Update<ItemId, (ItemId, i64), (ItemId, i64)>;
 
 /// One worker's state of [`neighbors`].
 #[derive(Default)]
 struct NeighborState {
+    /// Neighbours per item.
+    k: usize,
     /// Every item's norm (broadcast: a local item's partners live anywhere).
     norms: HashMap<ItemId, i64>,
     /// Each local item's partners with their co-occurrence weights.
@@ -151,36 +144,28 @@ struct NeighborState {
 }
 
 impl NeighborState {
-    /// Records held.
-    fn len(&self) -> usize {
-        let pairs: usize = self.pairs.values().map(HashMap::len).sum();
-        let partners: usize = self.partners.values().map(Vec::len).sum();
-        let lists: usize = self.lists.values().map(Vec::len).sum();
-        self.norms.len() + pairs + partners + lists
-    }
-
     /// Applies one time's updates (sorted, consolidated: a value's replacement is its
     /// retraction and the new value's insertion, in either order) and returns the local
     /// items whose neighbours may have changed, sorted.
-    fn apply(&mut self, updates: &[(Pending, isize)]) -> Vec<ItemId> {
+    fn apply(&mut self, updates: &[(NeighborUpdate, isize)]) -> Vec<ItemId> {
         let mut dirty = Vec::new();
         let mut moved_norms = Vec::new();
         // The updates of one pair, or of one norm, are adjacent.
         for group in updates.chunk_by(|(x, _), (y, _)| match (x, y) {
-            (Pending::Pair(a, b, _), Pending::Pair(c, d, _)) => a == c && b == d,
-            (Pending::Norm(a, _), Pending::Norm(b, _)) => a == b,
+            (Update::Keyed(a, (b, _)), Update::Keyed(c, (d, _))) => a == c && b == d,
+            (Update::Shared((a, _)), Update::Shared((b, _))) => a == b,
             _ => false,
         }) {
             let inserted = group.iter().find(|(_, diff)| *diff > 0).map(|(u, _)| u);
             match (&group[0].0, inserted) {
-                (Pending::Pair(a, b, _), Some(Pending::Pair(_, _, co))) => {
+                (Update::Keyed(a, (b, _)), Some(Update::Keyed(_, (_, co)))) => {
                     let weights = self.pairs.entry(a.clone()).or_default();
                     if weights.insert(b.clone(), *co).is_none() {
                         self.partners.entry(b.clone()).or_default().push(a.clone());
                     }
                     dirty.push(a.clone());
                 }
-                (Pending::Pair(a, b, _), _) => {
+                (Update::Keyed(a, (b, _)), _) => {
                     if let Some(weights) = self.pairs.get_mut(a)
                         && weights.remove(b).is_some()
                     {
@@ -196,11 +181,11 @@ impl NeighborState {
                     }
                     dirty.push(a.clone());
                 }
-                (Pending::Norm(item, _), Some(Pending::Norm(_, norm))) => {
+                (Update::Shared((item, _)), Some(Update::Shared((_, norm)))) => {
                     self.norms.insert(item.clone(), *norm);
                     moved_norms.push(item.clone());
                 }
-                (Pending::Norm(item, _), _) => {
+                (Update::Shared((item, _)), _) => {
                     self.norms.remove(item);
                     moved_norms.push(item.clone());
                 }
@@ -263,57 +248,45 @@ fn neighbors<'s>(
     norms: VecCollection<'s, Time, (ItemId, i64)>,
     k: usize,
 ) -> VecCollection<'s, Time, (ItemId, Neighbors)> {
-    let mut pending: Stash<(Pending, isize)> = Stash::default();
-    let mut state = NeighborState::default();
-    let exchange =
-        Exchange::new(|update: &((ItemId, (ItemId, i64)), Time, isize)| update.0.0.hashed());
-    let scope = co.inner.scope();
-    co.inner
-        .binary_frontier(
-            norms.inner.broadcast(),
-            exchange,
-            Pipeline,
-            "Similar",
-            move |_, info| {
-                let mut state_log = StateLog::new(scope, &info);
-                let mut changes: Vec<((ItemId, Neighbors), Time, isize)> = Vec::new();
-                move |(pairs, pairs_frontier), (norms, norms_frontier), output| {
-                    pairs.for_each(|capability, data| {
-                        pending
-                            .take_with(&capability, data, |(a, (b, co))| Pending::Pair(a, b, co));
-                    });
-                    norms.for_each(|capability, data| {
-                        pending
-                            .take_with(&capability, data, |(item, norm)| Pending::Norm(item, norm));
-                    });
-                    pending.release(
-                        |time| !pairs_frontier.less_equal(time) && !norms_frontier.less_equal(time),
-                        |capability, time, mut updates| {
-                            differential_dataflow::consolidation::consolidate(&mut updates);
-                            for item in state.apply(&updates) {
-                                let list = state.rank(&item, k);
-                                if state.lists.get(&item) == list.as_ref() {
-                                    continue;
-                                }
-                                if let Some(old) = state.lists.remove(&item) {
-                                    changes.push(((item.clone(), old), time, -1));
-                                }
-                                if let Some(list) = list {
-                                    changes.push(((item.clone(), list.clone()), time, 1));
-                                    state.lists.insert(item, list);
-                                }
-                            }
-                            if !changes.is_empty() {
-                                // At the held capability (see `in_place::update_in_place`).
-                                output.session(capability).give_iterator(changes.drain(..));
-                            }
-                        },
-                    );
-                    state_log.report(|| state.len() + pending.len());
-                }
-            },
-        )
-        .as_collection()
+    let state = NeighborState {
+        k,
+        ..NeighborState::default()
+    };
+    keyed_with_shared(co, norms, "Similar", state)
+}
+
+impl KeyedSharedState for NeighborState {
+    type Key = ItemId;
+    type Value = (ItemId, i64);
+    type Shared = (ItemId, i64);
+    type Out = (ItemId, Neighbors);
+
+    fn step(
+        &mut self,
+        updates: Vec<(NeighborUpdate, isize)>,
+        changes: &mut Vec<((ItemId, Neighbors), isize)>,
+    ) {
+        for item in self.apply(&updates) {
+            let list = self.rank(&item, self.k);
+            if self.lists.get(&item) == list.as_ref() {
+                continue;
+            }
+            if let Some(old) = self.lists.remove(&item) {
+                changes.push(((item.clone(), old), -1));
+            }
+            if let Some(list) = list {
+                changes.push(((item.clone(), list.clone()), 1));
+                self.lists.insert(item, list);
+            }
+        }
+    }
+
+    fn records(&self) -> usize {
+        let pairs: usize = self.pairs.values().map(HashMap::len).sum();
+        let partners: usize = self.partners.values().map(Vec::len).sum();
+        let lists: usize = self.lists.values().map(Vec::len).sum();
+        self.norms.len() + pairs + partners + lists
+    }
 }
 
 #[cfg(test)]

@@ -15,22 +15,11 @@
 
 use crate::Time;
 use crate::in_place::{apply, apply_keyed, by_ref};
+use crate::keyed_shared::{KeyedSharedState, Update, keyed_with_shared};
 use crate::models::SharedModel;
-use crate::stash::Stash;
-use crate::state_log::StateLog;
-use differential_dataflow::{AsCollection, Data, ExchangeData, Hashable, VecCollection};
+use differential_dataflow::{Data, ExchangeData, Hashable, VecCollection};
 use std::collections::HashMap;
 use std::hash::Hash;
-use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::generic::operator::Operator;
-use timely::dataflow::operators::vec::Broadcast;
-
-/// An update waiting for its time to complete. Model updates sort after value updates.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Pending<K, V> {
-    Value(K, V),
-    Model(SharedModel),
-}
 
 /// Maps each `(key, value)` of `collection` through `logic` with each current model of
 /// `models` (normally one); `None` is no output. See the module docs.
@@ -38,7 +27,7 @@ pub fn with_model<'s, K, V, O, L>(
     collection: VecCollection<'s, Time, (K, V)>,
     models: VecCollection<'s, Time, SharedModel>,
     name: &str,
-    mut logic: L,
+    logic: L,
 ) -> VecCollection<'s, Time, (K, O)>
 where
     K: ExchangeData + Hashable + Hash,
@@ -46,101 +35,89 @@ where
     O: Data,
     L: FnMut(&K, &V, &SharedModel) -> Option<O> + 'static,
 {
-    let mut pending: Stash<(Pending<K, V>, isize)> = Stash::default();
-    // Each key's current values (normally one), sorted and consolidated.
-    let mut values: HashMap<K, Vec<(V, isize)>> = HashMap::new();
-    // The current models, sorted and consolidated.
-    let mut current: Vec<(SharedModel, isize)> = Vec::new();
-    let exchange = Exchange::new(|update: &((K, V), Time, isize)| update.0.0.hashed().into());
-    let scope = collection.inner.scope();
-    collection
-        .inner
-        .binary_frontier(
-            models.inner.broadcast(),
-            exchange,
-            Pipeline,
-            name,
-            move |_, info| {
-                let mut state_log = StateLog::new(scope, &info);
-                let mut changes: Vec<((K, O), isize)> = Vec::new();
-                move |(input, input_frontier), (models, models_frontier), output| {
-                    input.for_each(|capability, data| {
-                        pending.take_with(&capability, data, |(key, value)| {
-                            Pending::Value(key, value)
-                        });
-                    });
-                    models.for_each(|capability, data| {
-                        pending.take_with(&capability, data, Pending::Model);
-                    });
-                    pending.release(
-                        |time| {
-                            !input_frontier.less_equal(time) && !models_frontier.less_equal(time)
-                        },
-                        |capability, time, mut updates| {
-                            differential_dataflow::consolidation::consolidate(&mut updates);
-                            let split = updates.partition_point(|(update, _)| {
-                                matches!(update, Pending::Value(..))
-                            });
-                            // Model changes first, against the values before this time...
-                            let mut model_updates = Vec::new();
-                            for (update, diff) in updates.drain(split..) {
-                                let Pending::Model(model) = update else {
-                                    unreachable!("value updates sort before model updates");
-                                };
-                                for (key, list) in &values {
-                                    for (value, count) in list {
-                                        if let Some(out) = logic(key, value, &model) {
-                                            changes.push(((key.clone(), out), count * diff));
-                                        }
-                                    }
-                                }
-                                model_updates.push((model, diff));
-                            }
-                            apply(&mut current, by_ref(&model_updates));
-                            // ...then value changes, against the models after it.
-                            let mut rest = &updates[..];
-                            while let Some((Pending::Value(key, _), _)) = rest.first() {
-                                let len = rest
-                                    .iter()
-                                    .take_while(|(update, _)| {
-                                        matches!(update, Pending::Value(k, _) if k == key)
-                                    })
-                                    .count();
-                                let (group, tail) = rest.split_at(len);
-                                rest = tail;
-                                let group: Vec<(&V, isize)> = group
-                                    .iter()
-                                    .filter_map(|(update, diff)| match update {
-                                        Pending::Value(_, value) => Some((value, *diff)),
-                                        Pending::Model(_) => None,
-                                    })
-                                    .collect();
-                                for (value, diff) in &group {
-                                    for (model, count) in &current {
-                                        if let Some(out) = logic(key, value, model) {
-                                            changes.push(((key.clone(), out), diff * count));
-                                        }
-                                    }
-                                }
-                                apply_keyed(&mut values, key.clone(), group.into_iter());
-                            }
-                            differential_dataflow::consolidation::consolidate(&mut changes);
-                            if !changes.is_empty() {
-                                // At the held capability (see `in_place::update_in_place`).
-                                output.session(capability).give_iterator(
-                                    changes.drain(..).map(|(record, diff)| (record, time, diff)),
-                                );
-                            }
-                        },
-                    );
-                    state_log.report(|| {
-                        let kept: usize = values.values().map(Vec::len).sum();
-                        kept + current.len() + pending.len()
-                    });
+    let state = ModelState {
+        values: HashMap::new(),
+        current: Vec::new(),
+        logic,
+    };
+    keyed_with_shared(collection, models, name, state)
+}
+
+/// One worker's state of [`with_model`].
+struct ModelState<K, V, L> {
+    /// Each key's current values (normally one), sorted and consolidated.
+    values: HashMap<K, Vec<(V, isize)>>,
+    /// The current models, sorted and consolidated.
+    current: Vec<(SharedModel, isize)>,
+    logic: L,
+}
+
+impl<K, V, O, L> KeyedSharedState for ModelState<K, V, L>
+where
+    K: ExchangeData + Hashable + Hash,
+    V: ExchangeData,
+    O: Data,
+    L: FnMut(&K, &V, &SharedModel) -> Option<O> + 'static,
+{
+    type Key = K;
+    type Value = V;
+    type Shared = SharedModel;
+    type Out = (K, O);
+
+    fn step(
+        &mut self,
+        mut updates: Vec<(Update<K, V, SharedModel>, isize)>,
+        changes: &mut Vec<((K, O), isize)>,
+    ) {
+        let logic = &mut self.logic;
+        let split = updates.partition_point(|(update, _)| matches!(update, Update::Keyed(..)));
+        // Model changes first, against the values before this time...
+        let mut model_updates = Vec::new();
+        for (update, diff) in updates.drain(split..) {
+            let Update::Shared(model) = update else {
+                unreachable!("value updates sort before model updates");
+            };
+            for (key, list) in &self.values {
+                for (value, count) in list {
+                    if let Some(out) = logic(key, value, &model) {
+                        changes.push(((key.clone(), out), count * diff));
+                    }
                 }
-            },
-        )
-        .as_collection()
+            }
+            model_updates.push((model, diff));
+        }
+        apply(&mut self.current, by_ref(&model_updates));
+        // ...then value changes, against the models after it.
+        for group in updates.chunk_by(|(x, _), (y, _)| match (x, y) {
+            (Update::Keyed(a, _), Update::Keyed(b, _)) => a == b,
+            _ => false,
+        }) {
+            let Update::Keyed(key, _) = &group[0].0 else {
+                unreachable!("only value updates are left");
+            };
+            let group: Vec<(&V, isize)> = group
+                .iter()
+                .filter_map(|(update, diff)| match update {
+                    Update::Keyed(_, value) => Some((value, *diff)),
+                    Update::Shared(_) => None,
+                })
+                .collect();
+            for (value, diff) in &group {
+                for (model, count) in &self.current {
+                    if let Some(out) = logic(key, value, model) {
+                        changes.push(((key.clone(), out), diff * count));
+                    }
+                }
+            }
+            apply_keyed(&mut self.values, key.clone(), group.into_iter());
+        }
+        differential_dataflow::consolidation::consolidate(changes);
+    }
+
+    fn records(&self) -> usize {
+        let kept: usize = self.values.values().map(Vec::len).sum();
+        kept + self.current.len()
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,105 @@
+//! [`keyed_with_shared`]: one operator that keeps a keyed collection's state in place,
+//! sharded by key, and reads it against a shared collection every worker holds.
+//!
+//! Several views join many keys against something small that every key reads: the current
+//! model ([`crate::with_model`]), the items' norms ([`crate::similar`]), the lists every
+//! user's blend reads ([`crate::blend`]). As differential joins both sides are arranged and
+//! a change of the small side moves every matching record through the join. Here the
+//! shared side is broadcast, each worker keeps its keys' state as the view needs it, and a
+//! time's updates are applied once the time is complete on both inputs.
+//!
+//! The mechanism lives here; what a view keeps and computes is its [`KeyedSharedState`].
+
+use crate::Time;
+use crate::stash::Stash;
+use crate::state_log::StateLog;
+use differential_dataflow::{AsCollection, Data, ExchangeData, Hashable, VecCollection};
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::vec::Broadcast;
+
+/// An update of either input. Keyed updates sort before shared ones, and a key's updates
+/// are adjacent.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Update<K, V, S> {
+    Keyed(K, V),
+    Shared(S),
+}
+
+/// An update of `S`'s inputs with its difference.
+pub type UpdateOf<S> = (
+    Update<
+        <S as KeyedSharedState>::Key,
+        <S as KeyedSharedState>::Value,
+        <S as KeyedSharedState>::Shared,
+    >,
+    isize,
+);
+
+/// One worker's state of a [`keyed_with_shared`] operator.
+pub trait KeyedSharedState: 'static {
+    type Key: ExchangeData + Hashable;
+    type Value: ExchangeData;
+    type Shared: ExchangeData;
+    type Out: Data;
+
+    /// Applies every update of one complete time (sorted and consolidated: keyed updates
+    /// first, by key) and pushes the output's changes at that time.
+    fn step(&mut self, updates: Vec<UpdateOf<Self>>, changes: &mut Vec<(Self::Out, isize)>);
+
+    /// Records held, for the operator's state report.
+    fn records(&self) -> usize;
+}
+
+/// Runs `state` over `keyed` (exchanged by key) and `shared` (broadcast to every worker):
+/// at each time, once both inputs are complete up to it, [`KeyedSharedState::step`] sees
+/// that time's updates of both and its changes are emitted at that time.
+pub fn keyed_with_shared<'s, S: KeyedSharedState>(
+    keyed: VecCollection<'s, Time, (S::Key, S::Value)>,
+    shared: VecCollection<'s, Time, S::Shared>,
+    name: &str,
+    mut state: S,
+) -> VecCollection<'s, Time, S::Out> {
+    let mut pending: Stash<UpdateOf<S>> = Stash::default();
+    let exchange =
+        Exchange::new(|update: &((S::Key, S::Value), Time, isize)| update.0.0.hashed().into());
+    let scope = keyed.inner.scope();
+    keyed
+        .inner
+        .binary_frontier(
+            shared.inner.broadcast(),
+            exchange,
+            Pipeline,
+            name,
+            move |_, info| {
+                let mut state_log = StateLog::new(scope, &info);
+                let mut changes: Vec<(S::Out, isize)> = Vec::new();
+                move |(keyed, keyed_frontier), (shared, shared_frontier), output| {
+                    keyed.for_each(|capability, data| {
+                        pending
+                            .take_with(&capability, data, |(key, value)| Update::Keyed(key, value));
+                    });
+                    shared.for_each(|capability, data| {
+                        pending.take_with(&capability, data, Update::Shared);
+                    });
+                    pending.release(
+                        |time| {
+                            !keyed_frontier.less_equal(time) && !shared_frontier.less_equal(time)
+                        },
+                        |capability, time, mut updates| {
+                            differential_dataflow::consolidation::consolidate(&mut updates);
+                            state.step(updates, &mut changes);
+                            if !changes.is_empty() {
+                                // At the held capability (see `in_place::update_in_place`).
+                                output.session(capability).give_iterator(
+                                    changes.drain(..).map(|(record, diff)| (record, time, diff)),
+                                );
+                            }
+                        },
+                    );
+                    state_log.report(|| state.records() + pending.len());
+                }
+            },
+        )
+        .as_collection()
+}
