@@ -67,6 +67,9 @@ where
             let mut buffer: Updates<D, R> = Vec::new();
             Box::new(move |give| {
                 input.for_each(|capability, data| {
+                    // Given away below (timely takes the buffer): at least one result
+                    // per record is the common case, reserved at once rather than grown.
+                    buffer.reserve(data.len());
                     for (record, time, diff) in data.drain(..) {
                         buffer.extend(
                             logic(record)

@@ -102,9 +102,9 @@ where
                     pending.take_with(&capability, data, |(key, value)| (key, Some(value)))
                 });
                 let frontier = frontier.frontier();
-                pending.release_scheduling(
+                let released = pending.release_scheduling(
                     |time| !frontier.less_equal(time),
-                    |capability, time, mut batch, wake_ups| {
+                    |time, mut batch, wake_ups| {
                         differential_dataflow::consolidation::consolidate(&mut batch);
                         let mut batch = batch.into_iter().peekable();
                         while let Some(((key, first), diff)) = batch.next() {
@@ -174,15 +174,15 @@ where
                                     .map(|(value, diff)| ((key.clone(), value), time, diff)),
                             );
                         }
-                        if !changes.is_empty() {
-                            // At the held capability, not one made for `time`: the
-                            // records carry their times, and one capability for every
-                            // time keeps them in shared messages (a message per time
-                            // costs each operator downstream, and progress tracking).
-                            output.session(capability).give_iterator(changes.drain(..));
-                        }
                     },
                 );
+                // Every released time's changes in one session (see `Stash::release`): a
+                // message per time costs each operator downstream, and progress tracking.
+                if let Some(capability) = released
+                    && !changes.is_empty()
+                {
+                    output.session(&capability).give_iterator(changes.drain(..));
+                }
                 state_log.report(|| {
                     let values: usize = keys.values().map(|state| state.input.len()).sum();
                     values + pending.len()
@@ -237,12 +237,13 @@ where
         .unary_frontier(exchange, name, move |_, info| {
             let mut state_log = StateLog::new(scope, &info);
             let mut changes: Vec<(I::Item, isize)> = Vec::new();
+            let mut timed: Vec<(I::Item, Time, isize)> = Vec::new();
             move |(input, frontier), output| {
                 input.for_each(|capability, data| pending.take(&capability, data));
                 let frontier = frontier.frontier();
-                pending.release(
+                let released = pending.release(
                     |time| !frontier.less_equal(time),
-                    |capability, time, mut updates| {
+                    |time, mut updates| {
                         differential_dataflow::consolidation::consolidate(&mut updates);
                         for (key, diff) in updates {
                             match totals.entry(key) {
@@ -268,14 +269,15 @@ where
                         // A total that moved without changing what `then` makes of it (a
                         // rounded value, a threshold not crossed) sends nothing on.
                         differential_dataflow::consolidation::consolidate(&mut changes);
-                        if !changes.is_empty() {
-                            // At the held capability (see `update_in_place`).
-                            output.session(capability).give_iterator(
-                                changes.drain(..).map(|(record, diff)| (record, time, diff)),
-                            );
-                        }
+                        timed.extend(changes.drain(..).map(|(record, diff)| (record, time, diff)));
                     },
                 );
+                // Every released time's changes in one session (see `Stash::release`).
+                if let Some(capability) = released
+                    && !timed.is_empty()
+                {
+                    output.session(&capability).give_iterator(timed.drain(..));
+                }
                 state_log.report(|| totals.len() + pending.len());
             }
         })

@@ -74,6 +74,7 @@ pub fn keyed_with_shared<'s, S: KeyedSharedState>(
             move |_, info| {
                 let mut state_log = StateLog::new(scope, &info);
                 let mut changes: Vec<(S::Out, isize)> = Vec::new();
+                let mut timed: Vec<(S::Out, Time, isize)> = Vec::new();
                 move |(keyed, keyed_frontier), (shared, shared_frontier), output| {
                     keyed.for_each(|capability, data| {
                         pending
@@ -82,21 +83,24 @@ pub fn keyed_with_shared<'s, S: KeyedSharedState>(
                     shared.for_each(|capability, data| {
                         pending.take_with(&capability, data, Update::Shared);
                     });
-                    pending.release(
+                    let released = pending.release(
                         |time| {
                             !keyed_frontier.less_equal(time) && !shared_frontier.less_equal(time)
                         },
-                        |capability, time, mut updates| {
+                        |time, mut updates| {
                             differential_dataflow::consolidation::consolidate(&mut updates);
                             state.step(updates, &mut changes);
-                            if !changes.is_empty() {
-                                // At the held capability (see `in_place::update_in_place`).
-                                output.session(capability).give_iterator(
-                                    changes.drain(..).map(|(record, diff)| (record, time, diff)),
-                                );
-                            }
+                            timed.extend(
+                                changes.drain(..).map(|(record, diff)| (record, time, diff)),
+                            );
                         },
                     );
+                    // Every released time's changes in one session (see `Stash::release`).
+                    if let Some(capability) = released
+                        && !timed.is_empty()
+                    {
+                        output.session(&capability).give_iterator(timed.drain(..));
+                    }
                     state_log.report(|| state.records() + pending.len());
                 }
             },

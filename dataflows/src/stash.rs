@@ -99,37 +99,44 @@ impl<T> Stash<T> {
         }
     }
 
-    /// Hands over, earliest first, each time `ready` accepts with its updates and a
-    /// capability to send them at, stopping at the first time it refuses; then holds a
-    /// capability for the earliest time left, if any.
+    /// Hands over, earliest first, each time `ready` accepts with its updates, stopping at
+    /// the first time it refuses; then holds a capability for the earliest time left, if
+    /// any.
+    ///
+    /// Returns the capability the handed times were released under (at or before each of
+    /// them), if any were: the caller gives everything it made of them in one session at
+    /// it, then drops it. The records carry their own times; a session per time would
+    /// send a message per time, and at sparse times (most events their own millisecond)
+    /// each one allocated a buffer sized for a full message (timely's preferred capacity)
+    /// to carry a record or two.
+    #[must_use = "give the output made of the released times at the returned capability"]
     pub fn release(
         &mut self,
         ready: impl Fn(&Time) -> bool,
-        mut emit: impl FnMut(&Capability<Time>, Time, Vec<T>),
-    ) {
-        self.release_scheduling(ready, |capability, time, updates, _| {
-            emit(capability, time, updates)
-        });
+        mut emit: impl FnMut(Time, Vec<T>),
+    ) -> Option<Capability<Time>> {
+        self.release_scheduling(ready, |time, updates, _| emit(time, updates))
     }
 
     /// [`Stash::release`], where `emit` may also stash updates for later, at or after the
     /// time it is handed (an operator that schedules its own work: a window's expiry). One
     /// scheduled at the handed time is handed over next, in the same call.
+    #[must_use = "give the output made of the released times at the returned capability"]
     pub fn release_scheduling(
         &mut self,
         ready: impl Fn(&Time) -> bool,
-        mut emit: impl FnMut(&Capability<Time>, Time, Vec<T>, &mut Vec<(Time, T)>),
-    ) {
-        let Some(capability) = self.held.take() else {
-            return;
-        };
+        mut emit: impl FnMut(Time, Vec<T>, &mut Vec<(Time, T)>),
+    ) -> Option<Capability<Time>> {
+        let capability = self.held.take()?;
         let mut later = Vec::new();
+        let mut released = false;
         while let Some(entry) = self.by_time.first_entry() {
             if !ready(entry.key()) {
                 break;
             }
             let (time, updates) = entry.remove_entry();
-            emit(&capability, time, updates, &mut later);
+            released = true;
+            emit(time, updates, &mut later);
             for (at, update) in later.drain(..) {
                 assert!(
                     at >= time,
@@ -143,5 +150,6 @@ impl<T> Stash<T> {
             .keys()
             .next()
             .map(|earliest| capability.delayed(earliest));
+        released.then_some(capability)
     }
 }

@@ -68,16 +68,23 @@ where
                 });
                 // Release what the frontier has reached.
                 let frontier = frontier.frontier();
-                scheduled.release(
+                let mut due_now = Vec::new();
+                let released = scheduled.release(
                     |time| !frontier.less_than(time),
-                    |capability, due, records| {
-                        output.session(capability).give_iterator(
+                    |due, records| {
+                        due_now.extend(
                             records
                                 .into_iter()
                                 .map(|(record, retraction)| (record, due, retraction)),
                         );
                     },
                 );
+                // Every due time's retractions in one session (see `Stash::release`).
+                if let Some(capability) = released
+                    && !due_now.is_empty()
+                {
+                    output.session(&capability).give_iterator(due_now.drain(..));
+                }
                 state_log.report(|| scheduled.len());
             }
         })
