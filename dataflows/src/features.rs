@@ -28,6 +28,9 @@ pub type UserFeatures<'s> = VecCollection<'s, Time, (UserId, FeatureSums)>;
 /// How many `recency_days` windows a feature vector can carry.
 pub const MAX_RECENCY_WINDOWS: usize = 8;
 
+/// Features besides the `active_<N>d` flags, in [`FeatureSums::values`].
+const BASE_FEATURES: usize = 10;
+
 /// A user's feature sums; also the difference type that accumulates them.
 ///
 /// Counts are 32-bit: every session row and its scheduled expiries carry a whole
@@ -96,7 +99,9 @@ impl FeatureSums {
         let count = |n: i32| Count(i64::from(n.max(0)));
         let per_session = |sum: i64| sum.max(0).checked_div(sessions).unwrap_or(0);
         let share = |n: i32| TenThousandths(mean_half_up(10_000 * i64::from(n), sessions));
-        let mut values: Vec<(Cow<'static, str>, FeatureValue)> = vec![
+        let mut values: Vec<(Cow<'static, str>, FeatureValue)> =
+            Vec::with_capacity(BASE_FEATURES + recency_days.len());
+        values.extend([
             ("sessions".into(), count(self.sessions)),
             ("avg_session_ms".into(), Count(self.avg_session_ms() as i64)),
             ("avg_dwell_ms".into(), Count(per_session(self.dwell_ms))),
@@ -110,7 +115,8 @@ impl FeatureSums {
                 "avg_scroll".into(),
                 TenThousandths(mean_half_up(self.scroll_e4, sessions)),
             ),
-        ];
+        ]);
+        debug_assert_eq!(values.len(), BASE_FEATURES);
         for (index, days) in recency_days.iter().enumerate() {
             values.push((active_name(*days).into(), Flag(self.active(index))));
         }
