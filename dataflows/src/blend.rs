@@ -201,6 +201,7 @@ impl KeyedSharedState for BlendState {
         mut updates: Vec<(BlendUpdate, isize)>,
         changes: &mut Vec<((UserId, Vec<Rec>), isize)>,
     ) {
+        // The shared lists' updates sort after every user's.
         let split = updates.partition_point(|(update, _)| matches!(update, Update::Keyed(..)));
         let shared_updates = updates.split_off(split);
         let mut dirty = BTreeSet::new();
