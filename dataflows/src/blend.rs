@@ -25,6 +25,7 @@ use crate::keyed_shared::{KeyedSharedState, Update, keyed_with_shared};
 use crate::model::{ItemId, Millis, UserId};
 use crate::name::Name;
 use crate::recs::{Rec, Source, Strategies};
+use crate::top_k::keep_best;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -500,8 +501,10 @@ fn rank(
             (total > 0).then_some(((total + 500) / 1_000, group[0].0, best.1))
         })
         .collect();
-    ranked.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-    ranked.truncate(k);
+    // Best first; items are distinct, so the order is total.
+    keep_best(&mut ranked, k, |a, b| {
+        b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1))
+    });
     ranked
         .into_iter()
         .map(|(score, item, reason)| Rec {

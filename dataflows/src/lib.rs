@@ -30,6 +30,7 @@ pub mod significance;
 pub mod similar;
 pub mod stash;
 pub mod state_log;
+pub mod top_k;
 pub mod windows;
 pub mod with_model;
 

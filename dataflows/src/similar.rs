@@ -21,6 +21,7 @@ use crate::in_place;
 use crate::keyed_shared::{KeyedSharedState, Update, keyed_with_shared};
 use crate::model::{ItemId, Score, UserId};
 use crate::scores::ScoreKey;
+use crate::top_k::keep_best;
 use crate::windows::refreshed;
 use differential_dataflow::VecCollection;
 use std::collections::HashMap;
@@ -216,15 +217,9 @@ impl NeighborState {
         if ranked.is_empty() {
             return None;
         }
-        let order =
-            |a: &(i64, &ItemId), b: &(i64, &ItemId)| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1));
-        if ranked.len() > k {
-            if let Some(last) = k.checked_sub(1) {
-                ranked.select_nth_unstable_by(last, order);
-            }
-            ranked.truncate(k);
-        }
-        ranked.sort_unstable_by(order);
+        keep_best(&mut ranked, k, |a, b| {
+            b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1))
+        });
         Some(
             ranked
                 .into_iter()
