@@ -381,20 +381,10 @@ fn collect_output(
     gathered.sink(Pipeline, "Output", move |(input, frontier)| {
         let horizon = state.horizon.get();
         input.for_each(|_capability, data| {
-            // A message's rows come in runs of one time: each run goes to its time's list
-            // at once (reserved, not grown row by row).
-            let runs: Vec<(Time, usize)> = data
-                .chunk_by(|(_, a, _), (_, b, _)| a == b)
-                .map(|run| (run[0].1, run.len()))
-                .collect();
-            let mut rows = data.drain(..);
-            for (time, len) in runs {
-                let run = rows.by_ref().take(len).map(|(row, _, diff)| (row, diff));
+            for (row, time, diff) in data.drain(..) {
                 // Window expiries after the last event: not part of any printed state.
                 if horizon.is_none_or(|horizon| time < horizon) {
-                    pending.entry(time).or_default().extend(run);
-                } else {
-                    run.for_each(drop);
+                    pending.entry(time).or_default().push((row, diff));
                 }
             }
         });
