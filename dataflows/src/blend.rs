@@ -21,7 +21,7 @@
 use crate::Time;
 use crate::features::mean_half_up;
 use crate::in_place::{apply, apply_keyed, by_ref};
-use crate::keyed_shared::{KeyedSharedState, Update, keyed_with_shared};
+use crate::keyed_shared::{KeyedSharedState, Update, by_key, keyed_with_shared};
 use crate::model::{ItemId, Millis, UserId};
 use crate::name::Name;
 use crate::recs::{Rec, Source, Strategies};
@@ -213,7 +213,7 @@ impl KeyedSharedState for BlendState {
             strategies,
             k,
         } = self;
-        apply_users(updates, states, readers, &mut dirty);
+        apply_users(&updates, states, readers, &mut dirty);
         apply_shared(shared_updates, lists, readers, states, &mut dirty);
         for user in dirty {
             let Some(state) = states.get_mut(&user) else {
@@ -251,45 +251,32 @@ impl KeyedSharedState for BlendState {
 /// Applies one time's per-user updates (sorted by user, consolidated), keeps the readers'
 /// index current, and marks users whose blend may have changed.
 fn apply_users(
-    updates: Vec<(BlendUpdate, isize)>,
+    updates: &[(BlendUpdate, isize)],
     states: &mut HashMap<UserId, UserState>,
     readers: &mut Readers,
     dirty: &mut BTreeSet<UserId>,
 ) {
-    let mut rest = &updates[..];
-    let mut group: Vec<(&UserInput, isize)> = Vec::new();
-    while let Some((Update::Keyed(user, _), _)) = rest.first() {
-        group.clear();
-        let len = rest
-            .iter()
-            .take_while(|(update, _)| matches!(update, Update::Keyed(u, _) if u == user))
-            .count();
-        for (update, diff) in &rest[..len] {
-            if let Update::Keyed(_, input) = update {
-                group.push((input, *diff));
-            }
-        }
-        rest = &rest[len..];
+    for (user, inputs) in by_key(updates) {
         let state = states.entry(user.clone()).or_insert_with(|| UserState {
             input: Vec::new(),
             list: Vec::new(),
             cold_start: false,
         });
         let before = state.position().cloned();
-        apply(&mut state.input, group.iter().copied());
+        apply(&mut state.input, inputs.clone());
         let after = state.position().cloned();
         let mut changed = before != after;
         let (mut tops, mut segments) = (Vec::new(), Vec::new());
-        for (input, diff) in &group {
+        for (input, diff) in inputs {
             match input {
                 UserInput::Visit(..) => {}
                 UserInput::Top(item, _) => {
-                    count(&mut readers.by_top_item, item.clone(), user, *diff);
+                    count(&mut readers.by_top_item, item.clone(), user, diff);
                     tops.push(item.clone());
                     changed = true;
                 }
                 UserInput::InSegment(segment) => {
-                    count(&mut readers.by_segment, segment.clone(), user, *diff);
+                    count(&mut readers.by_segment, segment.clone(), user, diff);
                     segments.push(segment.clone());
                     changed = true;
                 }

@@ -26,6 +26,27 @@ pub enum Update<K, V, S> {
     Shared(S),
 }
 
+/// The keyed updates of one time's sorted `updates` (they come first, a key's adjacent),
+/// a key at a time: the key, and its values with their differences.
+pub fn by_key<K: Eq, V, S>(
+    updates: &[(Update<K, V, S>, isize)],
+) -> impl Iterator<Item = (&K, impl ExactSizeIterator<Item = (&V, isize)> + Clone)> {
+    updates
+        .chunk_by(
+            |(x, _), (y, _)| matches!((x, y), (Update::Keyed(a, _), Update::Keyed(b, _)) if a == b),
+        )
+        .map_while(|group| match &group[0].0 {
+            Update::Keyed(key, _) => Some((
+                key,
+                group.iter().map(|(update, diff)| match update {
+                    Update::Keyed(_, value) => (value, *diff),
+                    Update::Shared(_) => unreachable!("a key's group holds keyed updates only"),
+                }),
+            )),
+            Update::Shared(_) => None,
+        })
+}
+
 /// An update of `S`'s inputs with its difference.
 pub type UpdateOf<S> = (
     Update<

@@ -15,7 +15,7 @@
 
 use crate::Time;
 use crate::in_place::{apply, apply_keyed, by_ref};
-use crate::keyed_shared::{KeyedSharedState, Update, keyed_with_shared};
+use crate::keyed_shared::{KeyedSharedState, Update, by_key, keyed_with_shared};
 use crate::models::SharedModel;
 use differential_dataflow::{Data, ExchangeData, Hashable, VecCollection};
 use std::collections::HashMap;
@@ -88,28 +88,15 @@ where
         }
         apply(&mut self.current, by_ref(&model_updates));
         // ...then value changes, against the models after it.
-        for group in updates.chunk_by(|(x, _), (y, _)| match (x, y) {
-            (Update::Keyed(a, _), Update::Keyed(b, _)) => a == b,
-            _ => false,
-        }) {
-            let Update::Keyed(key, _) = &group[0].0 else {
-                unreachable!("only value updates are left");
-            };
-            let group: Vec<(&V, isize)> = group
-                .iter()
-                .filter_map(|(update, diff)| match update {
-                    Update::Keyed(_, value) => Some((value, *diff)),
-                    Update::Shared(_) => None,
-                })
-                .collect();
-            for (value, diff) in &group {
+        for (key, values) in by_key(&updates) {
+            for (value, diff) in values.clone() {
                 for (model, count) in &self.current {
                     if let Some(out) = logic(key, value, model) {
                         changes.push(((key.clone(), out), diff * count));
                     }
                 }
             }
-            apply_keyed(&mut self.values, key.clone(), group.into_iter());
+            apply_keyed(&mut self.values, key.clone(), values);
         }
         differential_dataflow::consolidation::consolidate(changes);
     }
