@@ -8,7 +8,7 @@
 
 use crate::ingest::ToWorker;
 use crate::model_files::CollectionModels;
-use crate::output::{OutputMessage, OutputSender};
+use crate::output::OutputSender;
 use crate::profile::OperatorProfile;
 use crate::refit::{ModelInputs, RefitOptions, Refitter, Snapshots};
 use crate::stats::{ArrangementStats, StatsFile};
@@ -18,7 +18,7 @@ use intentflow_dataflows::model::{CatalogItem, Event, Millis};
 use intentflow_dataflows::params::ViewParams;
 use intentflow_dataflows::{Available, Built, Inputs, Time, ViewName, ViewRow, build_views};
 use std::cell::Cell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
@@ -319,7 +319,7 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
             profile.write(worker);
         }
         if let Some(output) = final_output {
-            output.send(OutputMessage::Progress(None));
+            output.send_progress(None);
         }
     })?;
     for result in guards.join() {
@@ -366,38 +366,30 @@ struct SinkState {
     flushed: Rc<Cell<Option<Option<Time>>>>,
 }
 
-/// Gathers every row change on worker 0 and, as the frontier passes each time, hands the
-/// changes of that time (the output thread consolidates them) and a progress mark to the
-/// output thread. Returns a probe of the sink's input: once it passes a time, every change
+/// Gathers every row change on worker 0 and hands it to the output thread as it arrives,
+/// with a progress mark whenever the frontier moves (the output thread gathers the changes
+/// by time and consolidates them). Returns a probe of the sink's input: once it passes a time, every change
 /// before it has arrived.
 fn collect_output(
     rows: RowStream<'_>,
     output: Option<OutputSender>,
     state: SinkState,
 ) -> ProbeHandle<Time> {
-    let mut pending: BTreeMap<Time, Vec<(ViewRow, isize)>> = BTreeMap::new();
     let mut reported: Option<Millis> = Some(0);
     let (probe, gathered) = rows.exchange(|_| 0).probe();
     gathered.sink(Pipeline, "Output", move |(input, frontier)| {
         let horizon = state.horizon.get();
         input.for_each(|_capability, data| {
-            for (row, time, diff) in data.drain(..) {
-                // Window expiries after the last event: not part of any printed state.
-                if horizon.is_none_or(|horizon| time < horizon) {
-                    pending.entry(time).or_default().push((row, diff));
-                }
+            // Window expiries after the last event: not part of any printed state.
+            if let Some(horizon) = horizon {
+                data.retain(|(_, time, _)| *time < horizon);
+            }
+            if let Some(output) = output.as_ref().filter(|_| !data.is_empty()) {
+                output.send_updates(std::mem::take(data));
             }
         });
         let Some(output) = &output else { return };
         let bound = frontier.frontier().first().copied();
-        while let Some(entry) = pending.first_entry() {
-            if bound.is_some_and(|bound| *entry.key() >= bound) {
-                break;
-            }
-            // Never empty: a time's entry is made by its first row.
-            let (time, rows) = entry.remove_entry();
-            output.send(OutputMessage::Changes { time, rows });
-        }
         // The final `{"progress":null}` is the worker loop's to send, after the horizon.
         let reached = |time: Option<Time>| match (time, horizon) {
             (Some(time), Some(horizon)) => time >= horizon,
@@ -406,7 +398,7 @@ fn collect_output(
         };
         if bound != reported && !reached(bound) {
             reported = bound;
-            output.send(OutputMessage::Progress(bound));
+            output.send_progress(bound);
         }
         state.flushed.set(Some(bound));
     });

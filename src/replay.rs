@@ -38,7 +38,7 @@ pub struct Change {
 
 pub fn replay(spec: ReplaySpec) -> Result<Replay, String> {
     let (to_worker, from_ingest) = crossbeam_channel::bounded(64);
-    let (to_output, from_engine) = crate::output::channel(1024);
+    let (to_output, mut from_engine) = crate::output::channel(1024);
     let input_worker = Arc::new(OnceLock::new());
     let options = IngestOptions {
         input: InputSpec::parse(&spec.events.to_string_lossy()),
