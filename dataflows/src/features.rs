@@ -31,6 +31,35 @@ pub const MAX_RECENCY_WINDOWS: usize = 8;
 /// Features besides the `active_<N>d` flags, in [`FeatureSums::values`].
 const BASE_FEATURES: usize = 10;
 
+/// The names of the [`BASE_FEATURES`], in order.
+const BASE_NAMES: [&str; BASE_FEATURES] = [
+    "sessions",
+    "avg_session_ms",
+    "avg_dwell_ms",
+    "page_views",
+    "high_intent",
+    "purchases",
+    "categories",
+    "active_share",
+    "bounce_rate",
+    "avg_scroll",
+];
+
+/// A user's feature values, in [`FeatureSums::names`] order; held inline (no allocation
+/// for every feature change).
+#[derive(Clone, Copy, Debug)]
+pub struct FeatureNumbers {
+    values: [FeatureValue; BASE_FEATURES + MAX_RECENCY_WINDOWS],
+    len: usize,
+}
+
+impl std::ops::Deref for FeatureNumbers {
+    type Target = [FeatureValue];
+    fn deref(&self) -> &[FeatureValue] {
+        &self.values[..self.len]
+    }
+}
+
 /// A user's feature sums; also the difference type that accumulates them.
 ///
 /// Counts are 32-bit: every session row and its scheduled expiries carry a whole
@@ -94,33 +123,54 @@ impl FeatureSums {
     /// The user's features, named and valued as the `features` view prints them and as
     /// models read them; `recency_days` names the `active_<N>d` flags.
     pub fn values(&self, recency_days: &[u64]) -> Vec<(Cow<'static, str>, FeatureValue)> {
+        FeatureSums::names(recency_days)
+            .into_iter()
+            .zip(self.numbers(recency_days.len()).iter().copied())
+            .collect()
+    }
+
+    /// The features' names, in [`FeatureSums::values`]'s order, under `recency_days`.
+    pub fn names(recency_days: &[u64]) -> Vec<Cow<'static, str>> {
+        BASE_NAMES
+            .iter()
+            .map(|name| Cow::Borrowed(*name))
+            .chain(recency_days.iter().map(|days| Cow::Borrowed(active_name(*days))))
+            .collect()
+    }
+
+    /// The values of [`FeatureSums::values`] with `recency` windows, without their names:
+    /// the views that render or score every feature change look them up by position.
+    pub fn numbers(&self, recency: usize) -> FeatureNumbers {
         use FeatureValue::{Count, Flag, TenThousandths};
         let sessions = i64::from(self.sessions);
         let count = |n: i32| Count(i64::from(n.max(0)));
         let per_session = |sum: i64| sum.max(0).checked_div(sessions).unwrap_or(0);
         let share = |n: i32| TenThousandths(mean_half_up(10_000 * i64::from(n), sessions));
-        let mut values: Vec<(Cow<'static, str>, FeatureValue)> =
-            Vec::with_capacity(BASE_FEATURES + recency_days.len());
-        values.extend([
-            ("sessions".into(), count(self.sessions)),
-            ("avg_session_ms".into(), Count(self.avg_session_ms() as i64)),
-            ("avg_dwell_ms".into(), Count(per_session(self.dwell_ms))),
-            ("page_views".into(), count(self.page_views)),
-            ("high_intent".into(), count(self.high_intent)),
-            ("purchases".into(), count(self.purchases)),
-            ("categories".into(), count(self.categories)),
-            ("active_share".into(), share(self.engaged)),
-            ("bounce_rate".into(), share(self.bounces)),
-            (
-                "avg_scroll".into(),
-                TenThousandths(mean_half_up(self.scroll_e4, sessions)),
-            ),
-        ]);
-        debug_assert_eq!(values.len(), BASE_FEATURES);
-        for (index, days) in recency_days.iter().enumerate() {
-            values.push((active_name(*days).into(), Flag(self.active(index))));
+        let base: [FeatureValue; BASE_FEATURES] = [
+            count(self.sessions),
+            Count(self.avg_session_ms() as i64),
+            Count(per_session(self.dwell_ms)),
+            count(self.page_views),
+            count(self.high_intent),
+            count(self.purchases),
+            count(self.categories),
+            share(self.engaged),
+            share(self.bounces),
+            TenThousandths(mean_half_up(self.scroll_e4, sessions)),
+        ];
+        assert!(
+            recency <= MAX_RECENCY_WINDOWS,
+            "at most {MAX_RECENCY_WINDOWS} recency windows (the config checks it)"
+        );
+        let mut numbers = FeatureNumbers {
+            values: [Count(0); BASE_FEATURES + MAX_RECENCY_WINDOWS],
+            len: BASE_FEATURES + recency,
+        };
+        numbers.values[..BASE_FEATURES].copy_from_slice(&base);
+        for index in 0..recency {
+            numbers.values[BASE_FEATURES + index] = Flag(self.active(index));
         }
-        values
+        numbers
     }
 
     /// The 64-bit sums.

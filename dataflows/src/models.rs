@@ -175,28 +175,24 @@ impl FeatureTransform {
         Ok(())
     }
 
-    /// Where each feature the transform reads sits in [`FeatureSums::values`] under
+    /// Where each feature the transform reads sits in [`FeatureSums::numbers`] under
     /// `recency_days` (none: reads as 0), for [`FeatureTransform::input_at`].
     pub fn positions(&self, recency_days: &[u64]) -> Vec<Option<usize>> {
-        let known = FeatureSums::default().values(recency_days);
+        let known = FeatureSums::names(recency_days);
         self.features
             .iter()
-            .map(|scale| known.iter().position(|(name, _)| *name == scale.feature))
+            .map(|scale| known.iter().position(|name| *name == scale.feature))
             .collect()
     }
 
     /// [`FeatureTransform::input`] for values laid out as `positions` says, without
     /// looking names up: propensity scores every feature change of every user.
-    pub fn input_at(
-        &self,
-        positions: &[Option<usize>],
-        values: &[(Cow<'static, str>, FeatureValue)],
-    ) -> Vec<f64> {
+    pub fn input_at(&self, positions: &[Option<usize>], values: &[FeatureValue]) -> Vec<f64> {
         self.features
             .iter()
             .zip(positions)
             .map(|(scale, position)| {
-                scale.apply(position.map_or(0.0, |position| values[position].1.as_f64()))
+                scale.apply(position.map_or(0.0, |position| values[position].as_f64()))
             })
             .collect()
     }

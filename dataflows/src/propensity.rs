@@ -29,7 +29,7 @@ impl Propensity {
     ) -> Self {
         let input = model
             .transform
-            .input_at(positions, &sums.values(recency_days));
+            .input_at(positions, &sums.numbers(recency_days.len()));
         Propensity {
             conversion: ten_thousandths(model.conversion.probability(&input)),
             churn: ten_thousandths(model.churn.probability(&input)),

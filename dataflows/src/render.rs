@@ -386,18 +386,18 @@ pub fn affinity_row(user: &UserId, category: &Category, score: Score) -> ViewRow
 /// dataflow: every feature change of every user renders a row twice.
 #[derive(Clone, Debug)]
 pub struct FeaturesLayout {
-    recency_days: Vec<u64>,
-    /// (position in [`FeatureSums::values`], name), by name. Names need no escaping.
+    /// How many `active_<N>d` flags there are.
+    recency: usize,
+    /// (position in [`FeatureSums::numbers`], name), by name. Names need no escaping.
     fields: Vec<(usize, String)>,
 }
 
 impl FeaturesLayout {
     pub fn new(recency_days: &[u64]) -> Self {
-        let mut fields: Vec<(usize, String)> = FeatureSums::default()
-            .values(recency_days)
+        let mut fields: Vec<(usize, String)> = FeatureSums::names(recency_days)
             .into_iter()
             .enumerate()
-            .map(|(position, (name, _))| (position, name.into_owned()))
+            .map(|(position, name)| (position, name.into_owned()))
             .collect();
         fields.sort_by(|a, b| a.1.cmp(&b.1));
         debug_assert!(
@@ -406,17 +406,17 @@ impl FeaturesLayout {
                 .all(|(_, name)| to_json(name) == format!("\"{name}\""))
         );
         FeaturesLayout {
-            recency_days: recency_days.to_vec(),
+            recency: recency_days.len(),
             fields,
         }
     }
 }
 
 pub fn features_row(user: &UserId, sums: &FeatureSums, layout: &FeaturesLayout) -> ViewRow {
-    let values = sums.values(&layout.recency_days);
+    let values = sums.numbers(layout.recency);
     let mut row = RowWriter::new().str("user", user.as_str()).value();
     for (position, name) in &layout.fields {
-        row = match values[*position].1 {
+        row = match values[*position] {
             FeatureValue::Count(n) => row.int(name, n),
             FeatureValue::Flag(flag) => row.flag(name, flag),
             FeatureValue::TenThousandths(units) => row.fixed(

@@ -7,7 +7,7 @@
 //! diffs are the persona-change stream: "u7 left browsers and joined buyers".
 
 use crate::Time;
-use crate::features::{FeatureValue, UserFeatures};
+use crate::features::{FeatureSums, FeatureValue, UserFeatures};
 use crate::model::{CatalogItem, ItemId, ItemKind, UserId};
 use crate::models::{ModelCache, SegmentModel, SharedModel};
 use crate::name::Name;
@@ -221,7 +221,9 @@ pub fn segments<'s>(
     recency_days: &[u64],
 ) -> VecCollection<'s, Time, (UserId, SegmentAssignment)> {
     let params = params.clone();
-    let recency_days = recency_days.to_vec();
+    // Named once: the rules and the model's transform read features by name.
+    let names = FeatureSums::names(recency_days);
+    let recency = recency_days.len();
     // The runtime validated the model before inserting it; a text that does not parse cannot
     // come from it, and scoring against no segments is the safe reading.
     let mut parsed = ModelCache::new(|json| serde_json::from_str(json).unwrap_or_default());
@@ -231,7 +233,12 @@ pub fn segments<'s>(
         "Segments",
         move |_user, sums, model| {
             let model = parsed.get(model);
-            params.assign(&sums.values(&recency_days), &model)
+            let values: Vec<_> = names
+                .iter()
+                .cloned()
+                .zip(sums.numbers(recency).iter().copied())
+                .collect();
+            params.assign(&values, &model)
         },
     )
 }
