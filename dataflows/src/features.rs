@@ -134,7 +134,11 @@ impl FeatureSums {
         BASE_NAMES
             .iter()
             .map(|name| Cow::Borrowed(*name))
-            .chain(recency_days.iter().map(|days| Cow::Borrowed(active_name(*days))))
+            .chain(
+                recency_days
+                    .iter()
+                    .map(|days| Cow::Borrowed(active_name(*days))),
+            )
             .collect()
     }
 
