@@ -3,8 +3,9 @@
 //!
 //! Worker 0 of process 0 is both the input worker (the only one with open inputs, so the
 //! watermark alone drives the frontier) and the output worker (all rows are exchanged to
-//! it, so one place sees complete times and can print them in order). The views themselves
-//! run on every worker, partitioned by key.
+//! it, so one place knows when a time is complete; it hands rows and progress marks to the
+//! output thread, which prints each complete time in order). The views themselves run on
+//! every worker, partitioned by key.
 
 use crate::ingest::ToWorker;
 use crate::model_files::CollectionModels;
@@ -299,7 +300,8 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
             drop(horizon_in);
         }
         // Run until every change before the horizon has reached the output worker (and, on
-        // it, has been printed), then stop without computing what lies beyond.
+        // it, has been handed to the output thread), then stop without computing what lies
+        // beyond.
         loop {
             let finished = horizon.get().is_some_and(|end| {
                 let printed = match flushed.get() {
@@ -319,7 +321,8 @@ pub fn run(setup: EngineSetup) -> Result<(), String> {
             profile.write(worker);
         }
         if let Some(output) = final_output {
-            output.send_progress(None);
+            // The output thread prints what it holds below the horizon and drops the rest.
+            output.send_end(horizon.get());
         }
     })?;
     for result in guards.join() {
@@ -368,8 +371,8 @@ struct SinkState {
 
 /// Gathers every row change on worker 0 and hands it to the output thread as it arrives,
 /// with a progress mark whenever the frontier moves (the output thread gathers the changes
-/// by time and consolidates them). Returns a probe of the sink's input: once it passes a time, every change
-/// before it has arrived.
+/// by time and consolidates them). Returns a probe of the sink's input: once it passes a
+/// time, every change before it has arrived.
 fn collect_output(
     rows: RowStream<'_>,
     output: Option<OutputSender>,
@@ -396,9 +399,12 @@ fn collect_output(
             (None, _) => true,
             (Some(_), None) => false,
         };
-        if bound != reported && !reached(bound) {
+        if let Some(mark) = bound
+            && bound != reported
+            && !reached(bound)
+        {
             reported = bound;
-            output.send_progress(bound);
+            output.send_progress(mark);
         }
         state.flushed.set(Some(bound));
     });

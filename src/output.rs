@@ -46,7 +46,11 @@ pub type TimedRows = Vec<(ViewRow, Millis, isize)>;
 enum Handed {
     /// Changes at times at or after the last progress mark.
     Updates(TimedRows),
-    Progress(Option<Millis>),
+    /// No change below this time will follow.
+    Progress(Millis),
+    /// The input closed: every change below the horizon (if any) has been sent; changes
+    /// at or after it are window expiries beyond the last event, never printed.
+    End(Option<Millis>),
 }
 
 /// The engine's end of the output channel.
@@ -67,9 +71,14 @@ impl OutputSender {
         let _ = self.messages.send(Handed::Updates(updates));
     }
 
-    /// No change below `bound` will follow (`None`: none at all).
-    pub fn send_progress(&self, bound: Option<Millis>) {
+    /// No change below `bound` will follow.
+    pub fn send_progress(&self, bound: Millis) {
         let _ = self.messages.send(Handed::Progress(bound));
+    }
+
+    /// The last message: every change below `horizon` has been sent.
+    pub fn send_end(&self, horizon: Option<Millis>) {
+        let _ = self.messages.send(Handed::End(horizon));
     }
 }
 
@@ -85,6 +94,8 @@ pub struct OutputReceiver {
     pending: BTreeMap<Millis, Rows>,
     /// Messages ready to read, in order: the times a mark passed, then the mark.
     ready: VecDeque<OutputMessage>,
+    /// The last progress mark: no change below it may come.
+    passed: Millis,
 }
 
 impl OutputReceiver {
@@ -96,6 +107,9 @@ impl OutputReceiver {
                 return Ok(message);
             }
             let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(RecvTimeoutError::Timeout);
+            }
             let handed = self.messages.recv_timeout(left)?;
             self.take(handed);
         }
@@ -115,6 +129,11 @@ impl OutputReceiver {
     fn take(&mut self, handed: Handed) {
         match handed {
             Handed::Updates(updates) => {
+                debug_assert!(
+                    updates.iter().all(|(_, time, _)| *time >= self.passed),
+                    "a change below the last progress mark ({})",
+                    self.passed
+                );
                 // Rows come in runs of one time: look the time up once per run.
                 let mut updates = updates.into_iter().peekable();
                 while let Some((row, time, diff)) = updates.next() {
@@ -126,17 +145,29 @@ impl OutputReceiver {
                 }
             }
             Handed::Progress(bound) => {
-                while let Some(entry) = self.pending.first_entry() {
-                    if bound.is_some_and(|bound| *entry.key() >= bound) {
-                        break;
-                    }
-                    let (time, mut rows) = entry.remove_entry();
-                    consolidate(&mut rows);
-                    if !rows.is_empty() {
-                        self.ready.push_back(OutputMessage::Changes { time, rows });
-                    }
-                }
-                self.ready.push_back(OutputMessage::Progress(bound));
+                self.release_below(Some(bound));
+                self.passed = bound;
+                self.ready.push_back(OutputMessage::Progress(Some(bound)));
+            }
+            Handed::End(horizon) => {
+                self.release_below(horizon);
+                self.pending.clear();
+                self.ready.push_back(OutputMessage::Progress(None));
+            }
+        }
+    }
+
+    /// Readies every waiting time below `bound` (all of them for `None`), consolidated; a
+    /// time whose changes cancel out is not handed on.
+    fn release_below(&mut self, bound: Option<Millis>) {
+        while let Some(entry) = self.pending.first_entry() {
+            if bound.is_some_and(|bound| *entry.key() >= bound) {
+                break;
+            }
+            let (time, mut rows) = entry.remove_entry();
+            consolidate(&mut rows);
+            if !rows.is_empty() {
+                self.ready.push_back(OutputMessage::Changes { time, rows });
             }
         }
     }
@@ -151,6 +182,7 @@ pub fn channel(capacity: usize) -> (OutputSender, OutputReceiver) {
             messages: received,
             pending: BTreeMap::new(),
             ready: VecDeque::new(),
+            passed: 0,
         },
     )
 }
@@ -476,13 +508,15 @@ mod tests {
         ]);
         // Nothing is complete before a mark.
         assert!(read_all(&mut receiver).is_empty());
-        sender.send_progress(Some(9));
+        sender.send_progress(9);
         // Time 5 cancelled out, so it is not handed on; 9 waits for a later mark.
         assert_eq!(
             read_all(&mut receiver),
-            vec![Ok((7, vec![(a, 2), (b.clone(), 1)])), Err(Some(9))]
+            vec![Ok((7, vec![(a.clone(), 2), (b.clone(), 1)])), Err(Some(9))]
         );
-        sender.send_progress(None);
+        // The end prints what lies below the horizon and drops the rest (expiries).
+        sender.send_updates(vec![(a, 12, 1)]);
+        sender.send_end(Some(10));
         assert_eq!(
             read_all(&mut receiver),
             vec![Ok((9, vec![(b, 1)])), Err(None)]

@@ -1,6 +1,6 @@
 //! Output rows: each view's typed (key, value) rendered as the JSON objects DESIGN.md §4
 //! names. Rendering happens on the worker that owns the key, so the single output worker
-//! only consolidates and prints.
+//! only forwards rows and the output thread only consolidates and prints them.
 
 use crate::als::Candidates;
 use crate::features::{FeatureSums, FeatureValue};
