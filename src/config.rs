@@ -621,10 +621,9 @@ fn apply_als(table: &AlsTable, spec: &mut crate::train::als::AlsSpec) -> Result<
 
 /// The names the features view prints under these recency windows.
 fn feature_names(recency_days: &[u64]) -> Vec<String> {
-    FeatureSums::default()
-        .values(recency_days)
+    FeatureSums::names(recency_days)
         .into_iter()
-        .map(|(name, _)| name.into_owned())
+        .map(|name| name.into_owned())
         .collect()
 }
 

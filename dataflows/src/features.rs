@@ -123,9 +123,17 @@ impl FeatureSums {
     /// The user's features, named and valued as the `features` view prints them and as
     /// models read them; `recency_days` names the `active_<N>d` flags.
     pub fn values(&self, recency_days: &[u64]) -> Vec<(Cow<'static, str>, FeatureValue)> {
-        FeatureSums::names(recency_days)
-            .into_iter()
-            .zip(self.numbers(recency_days.len()).iter().copied())
+        self.named(&FeatureSums::names(recency_days))
+    }
+
+    /// [`FeatureSums::values`] under `names`, which [`FeatureSums::names`] gave (for
+    /// callers that name every feature change and compute the names once).
+    pub fn named(&self, names: &[Cow<'static, str>]) -> Vec<(Cow<'static, str>, FeatureValue)> {
+        let recency = names.len() - BASE_FEATURES;
+        names
+            .iter()
+            .cloned()
+            .zip(self.numbers(recency).iter().copied())
             .collect()
     }
 

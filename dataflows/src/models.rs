@@ -161,10 +161,10 @@ impl FeatureTransform {
     /// Whether every feature the transform reads exists under `recency_days`; the error
     /// names the first that does not.
     pub fn check(&self, recency_days: &[u64]) -> Result<(), String> {
-        let known = FeatureSums::default().values(recency_days);
+        let known = FeatureSums::names(recency_days);
         for scale in &self.features {
-            if !known.iter().any(|(name, _)| *name == scale.feature) {
-                let names: Vec<&str> = known.iter().map(|(name, _)| name.as_ref()).collect();
+            if !known.iter().any(|name| *name == scale.feature) {
+                let names: Vec<&str> = known.iter().map(AsRef::as_ref).collect();
                 return Err(format!(
                     "the model reads feature {:?}, which the features view does not have (it has: {})",
                     scale.feature,

@@ -223,7 +223,6 @@ pub fn segments<'s>(
     let params = params.clone();
     // Named once: the rules and the model's transform read features by name.
     let names = FeatureSums::names(recency_days);
-    let recency = recency_days.len();
     // The runtime validated the model before inserting it; a text that does not parse cannot
     // come from it, and scoring against no segments is the safe reading.
     let mut parsed = ModelCache::new(|json| serde_json::from_str(json).unwrap_or_default());
@@ -233,12 +232,7 @@ pub fn segments<'s>(
         "Segments",
         move |_user, sums, model| {
             let model = parsed.get(model);
-            let values: Vec<_> = names
-                .iter()
-                .cloned()
-                .zip(sums.numbers(recency).iter().copied())
-                .collect();
-            params.assign(&values, &model)
+            params.assign(&sums.named(&names), &model)
         },
     )
 }
