@@ -383,7 +383,10 @@ fn collect_output(
     gathered.sink(Pipeline, "Output", move |(input, frontier)| {
         let horizon = state.horizon.get();
         input.for_each(|_capability, data| {
-            // Window expiries after the last event: not part of any printed state.
+            // Window expiries after the last event: not part of any printed state. Once
+            // the inputs close, operators may run ahead into them; they are dropped here
+            // rather than sent (the output thread drops any that came before the horizon
+            // was known).
             if let Some(horizon) = horizon {
                 data.retain(|(_, time, _)| *time < horizon);
             }
@@ -394,14 +397,9 @@ fn collect_output(
         let Some(output) = &output else { return };
         let bound = frontier.frontier().first().copied();
         // The final `{"progress":null}` is the worker loop's to send, after the horizon.
-        let reached = |time: Option<Time>| match (time, horizon) {
-            (Some(time), Some(horizon)) => time >= horizon,
-            (None, _) => true,
-            (Some(_), None) => false,
-        };
         if let Some(mark) = bound
             && bound != reported
-            && !reached(bound)
+            && horizon.is_none_or(|horizon| mark < horizon)
         {
             reported = bound;
             output.send_progress(mark);

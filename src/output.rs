@@ -134,14 +134,8 @@ impl OutputReceiver {
                     "a change below the last progress mark ({})",
                     self.passed
                 );
-                // Rows come in runs of one time: look the time up once per run.
-                let mut updates = updates.into_iter().peekable();
-                while let Some((row, time, diff)) = updates.next() {
-                    let rows = self.pending.entry(time).or_default();
-                    rows.push((row, diff));
-                    while let Some((row, _, diff)) = updates.next_if(|(_, next, _)| *next == time) {
-                        rows.push((row, diff));
-                    }
+                for (row, time, diff) in updates {
+                    self.pending.entry(time).or_default().push((row, diff));
                 }
             }
             Handed::Progress(bound) => {
