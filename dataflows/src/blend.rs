@@ -21,7 +21,7 @@
 use crate::Time;
 use crate::features::mean_half_up;
 use crate::in_place::{apply, apply_keyed, by_ref};
-use crate::keyed_shared::{KeyedSharedState, Update, by_key, keyed_with_shared};
+use crate::keyed_shared::{KeyedSharedState, Update, by_key, keyed_with_shared, take_shared};
 use crate::model::{ItemId, Millis, UserId};
 use crate::name::Name;
 use crate::recs::{Rec, Source, Strategies};
@@ -202,9 +202,7 @@ impl KeyedSharedState for BlendState {
         mut updates: Vec<(BlendUpdate, isize)>,
         changes: &mut Vec<((UserId, Vec<Rec>), isize)>,
     ) {
-        // The shared lists' updates sort after every user's.
-        let split = updates.partition_point(|(update, _)| matches!(update, Update::Keyed(..)));
-        let shared_updates = updates.split_off(split);
+        let shared_updates = take_shared(&mut updates);
         let mut dirty = BTreeSet::new();
         let BlendState {
             states,
@@ -306,7 +304,7 @@ fn apply_users(
 /// Applies one time's shared updates (sorted, consolidated) and marks the local users
 /// who read a changed list.
 fn apply_shared(
-    updates: Vec<(BlendUpdate, isize)>,
+    updates: Vec<(SharedInput, isize)>,
     lists: &mut SharedLists,
     readers: &Readers,
     states: &HashMap<UserId, UserState>,
@@ -317,10 +315,7 @@ fn apply_shared(
     let mut next: BTreeMap<ItemId, ItemValues> = BTreeMap::new();
     let mut admitted: BTreeMap<Name, Vec<(ItemId, isize)>> = BTreeMap::new();
     let mut ranked: BTreeMap<Name, RankedLists> = BTreeMap::new();
-    for (update, diff) in updates {
-        let Update::Shared(input) = update else {
-            unreachable!("per-user updates sort before shared ones");
-        };
+    for (input, diff) in updates {
         match input {
             SharedInput::Neighbor(item, other, sim) => {
                 neighbors

@@ -47,6 +47,19 @@ pub fn by_key<K: Eq, V, S>(
         })
 }
 
+/// Takes one time's shared updates off the end of its sorted `updates` (they sort after
+/// every keyed one), leaving the keyed ones.
+pub fn take_shared<K, V, S>(updates: &mut Vec<(Update<K, V, S>, isize)>) -> Vec<(S, isize)> {
+    let split = updates.partition_point(|(update, _)| matches!(update, Update::Keyed(..)));
+    updates
+        .drain(split..)
+        .map(|(update, diff)| match update {
+            Update::Shared(shared) => (shared, diff),
+            Update::Keyed(..) => unreachable!("keyed updates sort before shared ones"),
+        })
+        .collect()
+}
+
 /// An update of `S`'s inputs with its difference.
 pub type UpdateOf<S> = (
     Update<

@@ -15,7 +15,7 @@
 
 use crate::Time;
 use crate::in_place::{apply, apply_keyed, by_ref};
-use crate::keyed_shared::{KeyedSharedState, Update, by_key, keyed_with_shared};
+use crate::keyed_shared::{KeyedSharedState, Update, by_key, keyed_with_shared, take_shared};
 use crate::models::SharedModel;
 use differential_dataflow::{Data, ExchangeData, Hashable, VecCollection};
 use std::collections::HashMap;
@@ -70,21 +70,16 @@ where
         changes: &mut Vec<((K, O), isize)>,
     ) {
         let logic = &mut self.logic;
-        let split = updates.partition_point(|(update, _)| matches!(update, Update::Keyed(..)));
         // Model changes first, against the values before this time...
-        let mut model_updates = Vec::new();
-        for (update, diff) in updates.drain(split..) {
-            let Update::Shared(model) = update else {
-                unreachable!("value updates sort before model updates");
-            };
+        let model_updates = take_shared(&mut updates);
+        for (model, diff) in &model_updates {
             for (key, list) in &self.values {
                 for (value, count) in list {
-                    if let Some(out) = logic(key, value, &model) {
+                    if let Some(out) = logic(key, value, model) {
                         changes.push(((key.clone(), out), count * diff));
                     }
                 }
             }
-            model_updates.push((model, diff));
         }
         apply(&mut self.current, by_ref(&model_updates));
         // ...then value changes, against the models after it.
